@@ -1,0 +1,5 @@
+"""Allow `python -m ferryman`."""
+
+from ferryman.cli import main
+
+main()

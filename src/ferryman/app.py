@@ -1,0 +1,157 @@
+"""The ASGI application: one object owns every resource, one function builds the stack."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ferryman import __version__
+from ferryman.config.gateway import Gateway
+from ferryman.config.loading import load_gateway, load_settings
+from ferryman.config.secrets import Secrets, ensure_secrets
+from ferryman.config.settings import Settings
+from ferryman.errors import FerrymanError, StorageError
+from ferryman.guards.cors import Cors
+from ferryman.guards.trusted_host import TrustedHost
+from ferryman.observability.access import Observe
+from ferryman.observability.health import Readiness, SystemRoutes
+from ferryman.observability.logging import configure_logging
+from ferryman.observability.metrics import Metrics
+from ferryman.observability.responses import Responder
+from ferryman.proxy.dispatcher import Proxy
+from ferryman.proxy.headers import TrustedProxies
+from ferryman.proxy.routing import RouteTable
+from ferryman.proxy.streaming import Forwarder
+from ferryman.proxy.upstream import UpstreamClient
+from ferryman.store import meta, migrate
+from ferryman.store.engine import Database, create_database
+from ferryman.store.redis import connect_redis
+from ferryman.store.redis import ping as redis_ping
+from ferryman.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = structlog.get_logger("ferryman")
+
+
+class Ferryman:
+    """The gateway: built from settings and a gateway file, started by ASGI lifespan.
+
+    Nothing connects at construction; `startup` opens the database, Redis and the
+    upstream pools, and `shutdown` closes them in reverse.
+    """
+
+    def __init__(self, settings: Settings, gateway: Gateway) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.metrics = Metrics()
+        self.responder = Responder(gateway.security)
+        self.readiness = Readiness()
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+        self.table = RouteTable.from_gateway(gateway)
+        self.upstreams = {
+            name: UpstreamClient(name, spec) for name, spec in gateway.upstreams.items()
+        }
+        self.secrets: Secrets | None = None
+        self.database: Database | None = None
+        self.redis: Redis | None = None
+        self._stack = build_stack(self)
+
+    async def startup(self) -> None:
+        self.secrets = ensure_secrets(self.settings)
+        self.database = create_database(self.settings)
+        await prepare_database(self.database, self.settings.migrate_on_start)
+        self.readiness.add("database", self.database.ping)
+        if self.settings.redis_url:
+            redis = connect_redis(self.settings.redis_url)
+            self.redis = redis
+            self.readiness.add("redis", lambda: redis_ping(redis))
+        for upstream in self.upstreams.values():
+            await upstream.start()
+        log.info(
+            "ferryman_started",
+            version=__version__,
+            database=self.database.display_url,
+            installation=await meta.installation_id(self.database),
+            routes=len(self.table.routes),
+            upstreams=sorted(self.upstreams),
+        )
+
+    async def shutdown(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        if self.database is not None:
+            await self.database.dispose()
+            self.database = None
+        self.metrics.close()
+        log.info("ferryman_stopped")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self._stack(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.startup()
+        except FerrymanError as exc:
+            log.error("startup_failed", error=str(exc))
+            await self.shutdown()
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        except Exception as exc:
+            log.exception("startup_failed", error=f"{type(exc).__name__}: {exc}")
+            await self.shutdown()
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await self.shutdown()
+        finally:
+            await send({"type": "lifespan.shutdown.complete"})
+
+
+async def prepare_database(database: Database, migrate_now: bool) -> None:
+    """Migrate to the newest schema, or check the database is already there."""
+    if migrate_now:
+        await migrate.upgrade(database)
+        return
+    at, head = await migrate.current(database), migrate.head_revision()
+    if at != head:
+        raise StorageError(
+            f"the database schema is at {at or 'nothing'} but this Ferryman needs {head}: "
+            "run `ferryman migrate`"
+        )
+
+
+def build_stack(app: Ferryman) -> ASGIApp:
+    """The request path, outermost first: observe → trusted host → CORS → system → proxy."""
+    security = app.gateway.security
+    forwarder = Forwarder(app.upstreams, app.metrics, app.trusted)
+    stack: ASGIApp = Proxy(app.table, forwarder, app.responder)
+    stack = SystemRoutes(
+        stack,
+        app.responder,
+        app.readiness,
+        app.metrics if app.settings.metrics_enabled else None,
+    )
+    if security.cors is not None:
+        stack = Cors(stack, security.cors, app.responder)
+    if "*" not in security.trusted_hosts:
+        stack = TrustedHost(stack, security.trusted_hosts, app.responder)
+    return Observe(stack, app.metrics, app.trusted)
+
+
+def create_app() -> Ferryman:
+    """The factory `ferryman serve` hands to uvicorn: everything from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return Ferryman(settings, load_gateway(settings))

@@ -1,0 +1,1 @@
+"""Configuration: process settings from the environment, the gateway from YAML."""

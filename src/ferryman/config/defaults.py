@@ -1,0 +1,40 @@
+"""The gateway used when no file is given: seed 000's OpenRouter gateway."""
+
+from __future__ import annotations
+
+from ferryman.config.gateway import Gateway
+
+OPENROUTER_URL = "https://openrouter.ai/api/v1"
+
+
+def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
+    """`/v1/*` and `/openrouter/*` to OpenRouter, for holders of a client key, with a
+    key from the encrypted pool."""
+    return Gateway.model_validate(
+        {
+            "upstreams": {
+                "openrouter": {
+                    "url": openrouter_url,
+                    "provider": "openrouter",
+                    "credential": "pool",
+                    "timeout": {"connect": 5, "read": 300},
+                }
+            },
+            "routes": [
+                {
+                    "name": "llm",
+                    "path": "/v1",
+                    "upstream": "openrouter",
+                    "strip_prefix": True,
+                    "auth": ["api_key"],
+                },
+                {
+                    "name": "openrouter",
+                    "path": "/openrouter",
+                    "upstream": "openrouter",
+                    "strip_prefix": True,
+                    "auth": ["api_key"],
+                },
+            ],
+        }
+    )

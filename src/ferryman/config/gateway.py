@@ -1,0 +1,348 @@
+"""The gateway file: upstreams, routes and the guards in front of them.
+
+Every model is frozen and refuses unknown fields, so a typo in the YAML is an error with
+the path of the field rather than a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
+Provider = Literal["generic", "openai", "openrouter"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+#: Paths the gateway answers itself; a route cannot take them.
+RESERVED_PATHS = frozenset(
+    {"/health", "/health/live", "/health/ready", "/liveness", "/readiness", "/metrics"}
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def normalise_prefix(value: str, *, what: str) -> str:
+    """Check a configured path prefix and drop a trailing slash (`/v1/` → `/v1`)."""
+    if not value.startswith("/"):
+        raise ValueError(f"{what} must start with '/'")
+    if any(c in value for c in "?#%\\") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{what} must be a plain path: no '?', '#', '%', '\\' or spaces")
+    if "//" in value:
+        raise ValueError(f"{what} must not contain '//'")
+    if any(segment in (".", "..") for segment in value.split("/")):
+        raise ValueError(f"{what} must not contain '.' or '..' segments")
+    return value.rstrip("/") or "/"
+
+
+class Timeouts(_Model):
+    """Seconds to wait on an upstream; each ends the request with 504."""
+
+    connect: float = Field(default=10.0, gt=0)
+    """Establishing the TCP (and TLS) connection."""
+    read: float = Field(default=60.0, gt=0)
+    """Between two reads of the response: the wait for headers and for each chunk."""
+    total: float | None = Field(default=None, gt=0)
+    """The whole exchange, body included; unset for long streams."""
+
+
+class Pool(_Model):
+    """The pooled keep-alive connections to one upstream (per process)."""
+
+    size: int = Field(default=100, ge=1, le=10_000)
+    """Most connections open at once; further requests wait for one."""
+    keepalive: float = Field(default=30.0, gt=0)
+    """Seconds an idle pooled connection is kept."""
+    acquire_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a request may wait for a free pooled connection (504 beyond)."""
+
+
+class NoCredential(_Model):
+    """Forward without adding a credential."""
+
+    kind: Literal["none"] = "none"
+
+
+class PoolCredential(_Model):
+    """Take a key from the upstream's encrypted key pool."""
+
+    kind: Literal["pool"] = "pool"
+
+
+class FixedCredential(_Model):
+    """One fixed secret, read from an environment variable, sent in a header."""
+
+    kind: Literal["fixed"] = "fixed"
+    header: str = "Authorization"
+    value_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The environment variable holding the secret."""
+    prefix: str = ""
+    """Put before the secret, e.g. `"Bearer "`."""
+
+    @field_validator("header")
+    @classmethod
+    def _header_is_token(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("must be a valid HTTP header name")
+        return value
+
+
+Credential = Annotated[NoCredential | PoolCredential | FixedCredential, Field(discriminator="kind")]
+
+
+class Upstream(_Model):
+    """A base URL and how to reach it."""
+
+    url: str
+    """`http(s)://host[:port][/path-prefix]`; requests never leave this prefix."""
+    provider: Provider = "generic"
+    credential: Credential = NoCredential()
+    timeout: Timeouts = Timeouts()
+    pool: Pool = Pool()
+    tls_verify: bool = True
+    """Verify the upstream's TLS certificate (turn off only on a private network)."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError("must name a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use `credential:` instead")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        try:
+            parts.port  # noqa: B018 - raises on an invalid port
+        except ValueError as exc:
+            raise ValueError(f"has an invalid port: {exc}") from None
+        if parts.path:
+            prefix = normalise_prefix(parts.path, what="the URL's path")
+            return f"{parts.scheme}://{parts.netloc}{'' if prefix == '/' else prefix}"
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("credential", mode="before")
+    @classmethod
+    def _credential_shorthand(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value not in ("none", "pool"):
+                raise ValueError("must be 'none', 'pool' or {header, value_env}")
+            return {"kind": value}
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "fixed", **value}
+        return value
+
+
+class Route(_Model):
+    """Matches requests and says where and under which policy they go."""
+
+    name: str | None = Field(default=None, pattern=_NAME)
+    """Label in logs and metrics; defaults to the path."""
+    path: str
+    """Path prefix, matched on whole segments: `/v1` matches `/v1` and `/v1/x`, not `/v10`."""
+    methods: tuple[str, ...] | None = None
+    """Allowed methods; any method when unset."""
+    host: str | None = None
+    """Only requests for this host (`api.example.com` or `*.example.com`)."""
+    upstream: str
+    strip_prefix: bool = False
+    """Remove `path` from the forwarded path."""
+    upstream_path: str = "/"
+    """Put in front of the forwarded path, after the upstream URL's own prefix."""
+    auth: tuple[AuthKind, ...] = ("none",)
+    """Credential kinds accepted; `none` lets anyone through."""
+    max_body_size: ByteSize | None = None
+    """Overrides `security.max_body_size` for this route."""
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        prefix = normalise_prefix(value, what="path")
+        if prefix in RESERVED_PATHS:
+            raise ValueError(f"{prefix} is answered by the gateway itself")
+        return prefix
+
+    @field_validator("upstream_path")
+    @classmethod
+    def _check_upstream_path(cls, value: str) -> str:
+        return normalise_prefix(value, what="upstream_path")
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one method, or be left out")
+        methods = tuple(dict.fromkeys(m.upper() for m in value))
+        for method in methods:
+            if not _TOKEN.match(method):
+                raise ValueError(f"{method!r} is not an HTTP method")
+        return methods
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = value.lower()
+        if not _HOST.match(host):
+            raise ValueError("must be a host name such as api.example.com or *.example.com")
+        return host
+
+    @field_validator("auth")
+    @classmethod
+    def _check_auth(cls, value: tuple[AuthKind, ...]) -> tuple[AuthKind, ...]:
+        if not value:
+            raise ValueError("must list at least one kind (use [none] for an open route)")
+        if "none" in value and len(value) > 1:
+            raise ValueError("'none' cannot be combined with other kinds")
+        return tuple(dict.fromkeys(value))
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+class Cors(_Model):
+    """Cross-origin requests from browsers; only the listed origins are answered."""
+
+    allow_origins: tuple[str, ...]
+    """Exact origins (`https://app.example.com`), or `*` for any origin without credentials."""
+    allow_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    allow_headers: tuple[str, ...] = ("*",)
+    """Request headers a page may send; `*` allows whatever the preflight asks for."""
+    expose_headers: tuple[str, ...] = ("X-Request-ID",)
+    allow_credentials: bool = False
+    max_age: int = Field(default=600, ge=0)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Cors:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("allow_origins '*' cannot be used with allow_credentials")
+        return self
+
+
+class Hsts(_Model):
+    """`Strict-Transport-Security` on gateway-made responses."""
+
+    max_age: int = Field(default=31_536_000, ge=0)
+    include_subdomains: bool = True
+    preload: bool = False
+
+    @property
+    def header_value(self) -> str:
+        value = f"max-age={self.max_age}"
+        if self.include_subdomains:
+            value += "; includeSubDomains"
+        if self.preload:
+            value += "; preload"
+        return value
+
+
+class Security(_Model):
+    """Guards in front of every route."""
+
+    max_body_size: ByteSize = ByteSize(10 * 1024 * 1024)
+    """Largest request body accepted (413 beyond); `10MiB`, `512KB` or bytes."""
+    trusted_hosts: tuple[str, ...] = ("*",)
+    """Host headers accepted (`api.example.com`, `*.example.com`); `*` accepts any."""
+    cors: Cors | None = None
+    hsts: Hsts | None = None
+    frame_options: Literal["DENY", "SAMEORIGIN"] = "DENY"
+    content_security_policy: str = "default-src 'none'; frame-ancestors 'none'"
+    """CSP sent on gateway-made responses (errors, health, metrics)."""
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = tuple(h.lower() for h in value)
+        for host in hosts:
+            if host != "*" and not _HOST.match(host):
+                raise ValueError(f"{host!r} is not a host name such as api.example.com")
+        return hosts
+
+
+class Gateway(_Model):
+    """The whole gateway file."""
+
+    upstreams: dict[str, Upstream]
+    routes: tuple[Route, ...]
+    security: Security = Security()
+
+    @field_validator("upstreams")
+    @classmethod
+    def _check_upstream_names(cls, value: dict[str, Upstream]) -> dict[str, Upstream]:
+        for name in value:
+            if not re.match(_NAME, name):
+                raise ValueError(f"upstream name {name!r} must match {_NAME}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Gateway:
+        # Raised as ValueError, the loader rewrites these into field paths.
+        problems: list[str] = []
+        seen_names: dict[str, int] = {}
+        seen_matches: dict[tuple[str | None, str, tuple[str, ...] | None], int] = {}
+        for index, route in enumerate(self.routes):
+            if route.upstream not in self.upstreams:
+                known = ", ".join(sorted(self.upstreams)) or "none defined"
+                problems.append(
+                    f"routes[{index}].upstream: unknown upstream {route.upstream!r} "
+                    f"(known: {known})"
+                )
+            if route.label in seen_names:
+                problems.append(
+                    f"routes[{index}].name: {route.label!r} is already used by "
+                    f"routes[{seen_names[route.label]}]"
+                )
+            seen_names.setdefault(route.label, index)
+            match = (route.host, route.path, route.methods)
+            if match in seen_matches:
+                problems.append(
+                    f"routes[{index}].path: {route.path!r} is matched the same way by "
+                    f"routes[{seen_matches[match]}]"
+                )
+            seen_matches.setdefault(match, index)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def warnings(self) -> list[str]:
+        """Things that are valid but probably not what the operator meant."""
+        notes = []
+        for index, route in enumerate(self.routes):
+            upstream = self.upstreams.get(route.upstream)
+            if route.auth == ("none",) and upstream and upstream.credential.kind != "none":
+                notes.append(
+                    f"routes[{index}] ({route.label}): open to anyone (auth: [none]) while "
+                    f"upstream {route.upstream!r} adds a {upstream.credential.kind} credential"
+                )
+        return notes

@@ -1,0 +1,134 @@
+"""Secrets the operator did not set are generated once into the data directory.
+
+They live in `<data_dir>/secrets.json` (mode 0600, the directory 0700). A value set in the
+environment always wins and is never written to disk. Several workers starting at once
+agree on one file through an exclusive lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from pydantic import SecretStr
+
+from ferryman.config.settings import Settings
+from ferryman.errors import SecretsError
+
+log = structlog.get_logger("ferryman.secrets")
+
+SECRETS_FILE = "secrets.json"
+
+
+def _new_secret_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _new_encryption_keys() -> str:
+    return "k1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "secret_key": _new_secret_key,
+    "encryption_keys": _new_encryption_keys,
+}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The secrets this process runs with, wherever they came from."""
+
+    secret_key: SecretStr
+    encryption_keys: SecretStr
+
+
+def ensure_data_dir(data_dir: Path) -> Path:
+    """Create the data directory (mode 0700) if needed and return its absolute path."""
+    path = data_dir.resolve()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SecretsError(f"cannot create data directory {path}: {exc}") from None
+    return path
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SecretsError(f"cannot read {path}: {exc}") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SecretsError(f"{path} is not valid JSON ({exc}); restore it or remove it") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SecretsError(f"{path} must be a JSON object of strings")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("secrets_file_permissions", path=str(path), mode=oct(mode), expected="0o600")
+    return data
+
+
+def _write(path: Path, data: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def ensure_secrets(settings: Settings) -> Secrets:
+    """Return the secrets, generating (once) those the environment does not provide."""
+    from_env = {
+        "secret_key": settings.secret_key,
+        "encryption_keys": settings.encryption_keys,
+    }
+    missing = [name for name, value in from_env.items() if value is None]
+    stored: dict[str, str] = {}
+    if missing:
+        data_dir = ensure_data_dir(settings.data_dir)
+        path = data_dir / SECRETS_FILE
+        lock_path = data_dir / ".secrets.lock"
+        try:
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SecretsError(f"cannot lock {lock_path}: {exc}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            stored = _read(path)
+            generated = [name for name in missing if not stored.get(name)]
+            if generated:
+                for name in generated:
+                    stored[name] = GENERATORS[name]()
+                try:
+                    _write(path, stored)
+                except OSError as exc:
+                    raise SecretsError(f"cannot write {path}: {exc}") from None
+                for name in generated:
+                    log.warning(
+                        "secret_generated",
+                        name=name,
+                        path=str(path),
+                        hint=f"set FERRYMAN_{name.upper()} to manage it yourself",
+                    )
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            os.close(lock_fd)
+
+    def pick(name: str) -> SecretStr:
+        value = from_env[name]
+        return value if value is not None else SecretStr(stored[name])
+
+    return Secrets(secret_key=pick("secret_key"), encryption_keys=pick("encryption_keys"))

@@ -1,0 +1,103 @@
+"""Process settings: `FERRYMAN_*` environment variables and an optional `.env` file."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    """How this Ferryman process runs: where its data lives and how it listens.
+
+    The gateway itself (upstreams, routes) comes from the YAML file named by `config`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FERRYMAN_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    config: Path | None = None
+    """The gateway YAML file; without one the built-in OpenRouter gateway is used."""
+
+    data_dir: Path = Path("ferryman-data")
+    """Where the SQLite database and generated secrets live."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL; default `sqlite+aiosqlite:///<data_dir>/ferryman.db`."""
+
+    database_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    """PostgreSQL only: the schema Ferryman's tables live in (default: the search path)."""
+
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    """PostgreSQL connection pool size per process."""
+
+    migrate_on_start: bool = True
+    """Apply pending migrations when `serve` starts."""
+
+    redis_url: str | None = None
+    """Redis for a fleet of instances; unset means in-process state."""
+
+    redis_prefix: str = "ferryman:"
+    """Prefix of every Redis key Ferryman writes."""
+
+    secret_key: SecretStr | None = None
+    """Signs tokens and cookies; generated into the data dir when unset."""
+
+    encryption_keys: SecretStr | None = None
+    """`ID:KEY,...` master keys, newest first; generated into the data dir when unset."""
+
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    """Address `serve` binds to."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
+
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    """Seconds SIGTERM waits for in-flight requests before cancelling them."""
+
+    keepalive_timeout: int = Field(default=5, ge=1)
+    """Seconds an idle client connection is kept open."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    openrouter_url: str = "https://openrouter.ai/api/v1"
+    """Base URL of the built-in OpenRouter gateway (used when no config file is given)."""
+
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at `/metrics`."""
+
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
+    """Comma-separated addresses or networks whose `X-Forwarded-*` headers are believed."""
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_url", "database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ferryman.db').resolve()}"

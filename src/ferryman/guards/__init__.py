@@ -1,0 +1,1 @@
+"""Guards in front of every route: trusted hosts and CORS."""

@@ -1,0 +1,115 @@
+"""The outermost layer: a request id, the access log line and the request metrics."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from ferryman.observability.context import SCOPE_KEY, RequestContext, pick_request_id
+from ferryman.observability.logging import redact_query
+from ferryman.observability.metrics import Metrics
+from ferryman.proxy.headers import TrustedProxies
+from ferryman.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Routes answered by the gateway itself; logged at debug level when they succeed.
+QUIET_ROUTES = frozenset({"health", "metrics"})
+
+
+class Observe:
+    """Gives each request a context and correlation id; logs and measures it once done.
+
+    `X-Request-ID` is taken from the client when it is sane, else generated, and is
+    returned on every response.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, trusted: TrustedProxies) -> None:
+        self.app = app
+        self._metrics = metrics
+        self._trusted = trusted
+        self._log = structlog.get_logger("ferryman.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = forwarded_for = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"x-forwarded-for":
+                forwarded_for = value
+        client = scope.get("client")
+        peer = client[0] if client else "-"
+        client_ip = self._trusted.client_ip(peer, forwarded_for) if self._trusted else peer
+        ctx = RequestContext(pick_request_id(request_id), client_ip)
+        scope[SCOPE_KEY] = ctx
+        request_id_header = (b"x-request-id", ctx.correlation_id.encode())
+
+        async def observed_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.body":
+                ctx.bytes_out += len(message.get("body", b""))
+            elif kind == "http.response.start":
+                ctx.status = message["status"]
+                headers = message.get("headers")
+                if isinstance(headers, list):
+                    headers.append(request_id_header)
+                else:
+                    message["headers"] = [*(headers or ()), request_id_header]
+            await send(message)
+
+        in_flight = self._metrics.in_flight
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, observed_send)
+        except BaseException as exc:
+            if ctx.error is None:
+                ctx.error = type(exc).__name__
+            raise
+        finally:
+            in_flight.dec()
+            self._record(scope, ctx)
+
+    def _record(self, scope: Scope, ctx: RequestContext) -> None:
+        elapsed = time.perf_counter() - ctx.started
+        status = ctx.status
+        if ctx.client_gone and not ctx.response_done:
+            status = 499  # client closed request, as nginx counts it
+        elif not status:
+            status = 500
+        route = ctx.route or "-"
+        method = scope.get("method", "WS")
+        self._metrics.observe_request(route, method, status, elapsed)
+        upstream_ms = None
+        if ctx.upstream_headers:
+            upstream_seconds = ctx.upstream_headers - ctx.upstream_sent
+            self._metrics.observe_upstream(route, ctx.upstream or "-", upstream_seconds)
+            upstream_ms = round(upstream_seconds * 1000, 3)
+        raw = scope.get("raw_path") or scope.get("path", "").encode()
+        path = raw.decode("latin-1")
+        query = scope.get("query_string")
+        if query:
+            path = f"{path}?{redact_query(query.decode('latin-1'))}"
+        log = self._log.debug if route in QUIET_ROUTES and status < 400 else self._log.info
+        log(
+            "request",
+            method=method,
+            path=path,
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            upstream=ctx.upstream,
+            upstream_ms=upstream_ms,
+            upstream_total_ms=(
+                round((ctx.upstream_ended - ctx.upstream_sent) * 1000, 3)
+                if ctx.upstream_ended
+                else None
+            ),
+            bytes_in=ctx.bytes_in,
+            bytes_out=ctx.bytes_out,
+            correlation_id=ctx.correlation_id,
+            client_ip=ctx.client_ip,
+            consumer=ctx.consumer,
+            error=ctx.error,
+        )

@@ -1,0 +1,68 @@
+"""What the gateway learns about one request while it handles it."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from ferryman.types import Scope
+
+SCOPE_KEY = "ferryman.context"
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def pick_request_id(incoming: bytes | None) -> str:
+    """Keep a caller's `X-Request-ID` when it is sane, else make a new one."""
+    if incoming and _REQUEST_ID.match(incoming):
+        return incoming.decode("ascii")
+    return new_request_id()
+
+
+class RequestContext:
+    """Filled in along the hot path, read once by the access log and metrics."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "client_gone",
+        "client_ip",
+        "consumer",
+        "correlation_id",
+        "error",
+        "response_done",
+        "route",
+        "started",
+        "status",
+        "upstream",
+        "upstream_ended",
+        "upstream_headers",
+        "upstream_sent",
+    )
+
+    def __init__(self, correlation_id: str, client_ip: str) -> None:
+        self.correlation_id = correlation_id
+        self.client_ip = client_ip
+        self.started = time.perf_counter()
+        self.route: str | None = None
+        self.upstream: str | None = None
+        self.consumer: str | None = None
+        self.status = 0
+        self.error: str | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream_sent = 0.0
+        self.upstream_headers = 0.0
+        self.upstream_ended = 0.0
+        self.response_done = False
+        self.client_gone = False
+
+
+def context_of(scope: Scope) -> RequestContext:
+    ctx: RequestContext = scope[SCOPE_KEY]
+    return ctx

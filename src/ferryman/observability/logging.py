@@ -1,0 +1,252 @@
+"""JSON logs on stdout, one event a line, with secrets scrubbed on the way out.
+
+structlog renders Ferryman's own events; the standard library's loggers (uvicorn,
+alembic, aiohttp) go through the same processors, so every line has one shape.
+Redaction is the last processor before rendering: a secret that reached a log call by
+mistake still never reaches the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+
+#: Field names whose values are never logged.
+SENSITIVE_FIELDS = frozenset(
+    {
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "set_cookie",
+        "x_api_key",
+        "x_client_api_key",
+        "x_access_token",
+        "api_key",
+        "apikey",
+        "access_token",
+        "refresh_token",
+        "token",
+        "password",
+        "secret",
+        "secret_key",
+        "encryption_keys",
+        "session_token",
+        "client_secret",
+    }
+)
+
+#: Query parameters whose values are never logged.
+SENSITIVE_PARAMS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "api-key",
+        "key",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "session",
+        "session_token",
+        "sig",
+        "signature",
+        "jwt",
+        "code",
+        "auth",
+        "x-api-key",
+    }
+)
+
+_SECRET_SHAPES = re.compile(
+    r"(?P<bearer>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+)"
+    r"|(?P<fm>\bfm_)[A-Za-z0-9_-]{16,}"
+    r"|(?P<sk>\bsk-)[A-Za-z0-9_-]{16,}",
+)
+_QUERY_PARAM = re.compile(r"(?P<name>[^&=?\s]+)=(?P<value>[^&\s]*)")
+
+
+def _mask(match: re.Match[str]) -> str:
+    for group in ("bearer", "fm", "sk"):
+        prefix = match.group(group)
+        if prefix:
+            return prefix + REDACTED
+    return REDACTED
+
+
+def scrub(text: str) -> str:
+    """Mask anything in free text shaped like a bearer token, JWT or API key."""
+    return _SECRET_SHAPES.sub(_mask, text)
+
+
+def redact_query(query: str) -> str:
+    """Mask the values of sensitive query parameters (`?token=…` → `?token=[redacted]`)."""
+
+    def mask(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name.lower() in SENSITIVE_PARAMS:
+            return f"{name}={REDACTED}"
+        return match.group(0)
+
+    return _QUERY_PARAM.sub(mask, query)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_field(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def _redact_field(key: str, value: Any) -> Any:
+    if key.lower().replace("-", "_") in SENSITIVE_FIELDS:
+        return REDACTED
+    return _redact_value(value)
+
+
+def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the last line of defence against a secret in a log line."""
+    for key, value in event_dict.items():
+        if key in SENSITIVE_FIELDS or key.lower().replace("-", "_") in SENSITIVE_FIELDS:
+            event_dict[key] = REDACTED
+        elif isinstance(value, str):
+            if len(value) > 7:
+                event_dict[key] = scrub(value)
+        elif value is not None and not isinstance(value, int | float | bool):
+            event_dict[key] = _redact_field(key, value)
+    exc = event_dict.get("exception")
+    if isinstance(exc, str):
+        event_dict["exception"] = scrub(exc)
+    return event_dict
+
+
+_ts_cache: tuple[int, str] = (0, "")
+
+
+def timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """ISO-8601 UTC with milliseconds, the second-level part formatted once a second."""
+    global _ts_cache
+    now = time.time()
+    second = int(now)
+    if _ts_cache[0] != second:
+        _ts_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    event_dict["timestamp"] = f"{_ts_cache[1]}.{int((now - second) * 1000):03d}Z"
+    return event_dict
+
+
+def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> bytes:
+    return orjson.dumps(event_dict, default=str)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+class _StreamAbortFilter(logging.Filter):
+    """uvicorn reports an app exception with a traceback; a stream we cut on purpose
+    (the upstream failed mid-response) is logged by us already, without one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ferryman.proxy.streaming import StreamAborted
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, StreamAborted)
+
+
+class _ConsoleRenderer:
+    def __init__(self) -> None:
+        self._inner = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> bytes:
+        return self._inner(logger, name, event_dict).encode()
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "json", stream: BinaryIO | None = None
+) -> None:
+    """Set up structlog and the standard library's logging to write to `stream`."""
+    out = stream if stream is not None else sys.stdout.buffer
+    renderer: Processor = _render if fmt == "json" else _ConsoleRenderer()
+    numeric = _LEVELS.get(level, logging.ERROR)
+    shared: list[Processor] = [structlog.processors.add_log_level, timestamp]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *shared,
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.BytesLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact,
+            _TextRenderer(renderer),
+        ],
+    )
+    handler = logging.StreamHandler(_BinaryToText(out))
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_StreamAbortFilter())
+    # Libraries that are chatty at INFO: their warnings still show.
+    for name in ("aiosqlite", "asyncio", "sqlalchemy.engine", "alembic"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+class _TextRenderer:
+    """ProcessorFormatter wants text; our renderers make bytes."""
+
+    def __init__(self, inner: Processor) -> None:
+        self._inner = inner
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        rendered = self._inner(logger, name, event_dict)
+        if isinstance(rendered, bytes):
+            return rendered.decode("utf-8", "replace")
+        return str(rendered)
+
+
+class _BinaryToText:
+    """A text stream over the same binary stream structlog writes to."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        self._out.write(text.encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()

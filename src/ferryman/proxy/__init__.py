@@ -1,0 +1,1 @@
+"""The proxy engine: routing, forwarding and streaming, in pure ASGI."""

@@ -1,0 +1,109 @@
+"""The precompiled route table.
+
+A request goes to the route with the longest path prefix that matches it on whole
+segments; at the same prefix a route bound to the request's host beats one bound to
+none. If that prefix's routes do not allow the method the answer is 405: a shorter
+prefix is never tried instead, so what a path reaches never depends on its method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferryman.config.gateway import Gateway, Route
+from ferryman.errors import MethodNotAllowed, NotFound
+from ferryman.proxy.paths import segment_count
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route with everything the hot path needs worked out in advance."""
+
+    name: str
+    prefix: str
+    methods: frozenset[str] | None
+    host: str | None
+    host_suffix: str | None
+    upstream: str
+    strip_segments: int
+    upstream_path: str
+    auth: tuple[str, ...]
+    max_body_size: int
+    spec: Route
+
+    def matches_host(self, host: str) -> bool:
+        if self.host is None:
+            return True
+        if self.host_suffix is not None:
+            return host.endswith(self.host_suffix) and len(host) > len(self.host_suffix)
+        return host == self.host
+
+
+def compile_route(route: Route, default_max_body: int) -> CompiledRoute:
+    host_suffix = route.host[1:] if route.host and route.host.startswith("*.") else None
+    return CompiledRoute(
+        name=route.label,
+        prefix=route.path,
+        methods=frozenset(route.methods) if route.methods else None,
+        host=route.host,
+        host_suffix=host_suffix,
+        upstream=route.upstream,
+        strip_segments=segment_count(route.path) if route.strip_prefix else 0,
+        upstream_path="" if route.upstream_path == "/" else route.upstream_path,
+        auth=route.auth,
+        max_body_size=int(route.max_body_size or default_max_body),
+        spec=route,
+    )
+
+
+class RouteTable:
+    """Finds the route for a method, host and decoded path."""
+
+    def __init__(self, routes: list[CompiledRoute]) -> None:
+        by_prefix: dict[str, list[CompiledRoute]] = {}
+        for route in routes:
+            by_prefix.setdefault(route.prefix, []).append(route)
+        # Host-bound routes are tried before host-less ones at the same prefix.
+        self._by_prefix = {
+            prefix: tuple(sorted(group, key=lambda r: r.host is None))
+            for prefix, group in by_prefix.items()
+        }
+        self.routes = tuple(routes)
+
+    @classmethod
+    def from_gateway(cls, gateway: Gateway) -> RouteTable:
+        default = int(gateway.security.max_body_size)
+        return cls([compile_route(route, default) for route in gateway.routes])
+
+    def match(self, method: str, host: str, path: str) -> CompiledRoute:
+        """The route for this request, or NotFound / MethodNotAllowed."""
+        by_prefix = self._by_prefix
+        candidate = path
+        while True:
+            group = by_prefix.get(candidate)
+            if group is not None:
+                found = self._pick(group, method, host)
+                if found is not None:
+                    return found
+            if candidate == "/":
+                raise NotFound(f"no route for {path}", code="no_route")
+            cut = candidate.rfind("/")
+            candidate = candidate[:cut] or "/"
+
+    @staticmethod
+    def _pick(group: tuple[CompiledRoute, ...], method: str, host: str) -> CompiledRoute | None:
+        allowed: list[str] = []
+        host_matched = False
+        for route in group:
+            if not route.matches_host(host):
+                continue
+            if host_matched and route.host is None:
+                break  # a host-bound route owns this prefix for this host
+            host_matched = host_matched or route.host is not None
+            if route.methods is None or method in route.methods:
+                return route
+            allowed.extend(route.methods)
+        if allowed:
+            allow = tuple(sorted(set(allowed)))
+            raise MethodNotAllowed(f"{method} is not allowed here", allow=allow)
+        return None

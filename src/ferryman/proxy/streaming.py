@@ -1,0 +1,245 @@
+"""Forwarding one request upstream and streaming the answer back.
+
+Request bodies are handed to aiohttp as they arrive; responses go to the client chunk
+by chunk as aiohttp reads them. Only a response that declares a small
+`Content-Length` (and is not an event stream) is read whole first, which lets a
+failure inside it still be answered with a clean 502.
+
+While the upstream works, a watcher waits for the client's `http.disconnect`; if the
+client leaves before the response is complete the handling task is cancelled, which
+closes the upstream connection and so cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+
+from ferryman.errors import GatewayError, UpstreamError
+from ferryman.observability.context import RequestContext
+from ferryman.observability.metrics import Metrics
+from ferryman.proxy.body import ClientDisconnected, RequestBody, declared_length
+from ferryman.proxy.headers import TrustedProxies, request_headers, response_headers
+from ferryman.proxy.paths import check_query, join_path, strip_segments
+from ferryman.proxy.routing import CompiledRoute
+from ferryman.proxy.upstream import UpstreamClient
+from ferryman.proxy.upstream_errors import STALE_CONNECTION, reason, translate
+from ferryman.types import Receive, Scope, Send
+
+log = structlog.get_logger("ferryman.proxy")
+
+#: A response declaring at most this many bytes is read whole before it is sent.
+SMALL_BODY = 64 * 1024
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class StreamAborted(Exception):
+    """The upstream failed after the response had started: the client's connection is
+    closed without a proper end, so a truncated body is never mistaken for a whole one."""
+
+
+async def _watch_disconnect(
+    receive: Receive, ctx: RequestContext, task: asyncio.Task[object]
+) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not ctx.response_done:
+        ctx.client_gone = True
+        task.cancel()
+
+
+class Forwarder:
+    """Sends a routed request to its upstream and relays the response."""
+
+    def __init__(
+        self,
+        upstreams: dict[str, UpstreamClient],
+        metrics: Metrics,
+        trusted: TrustedProxies,
+    ) -> None:
+        self._upstreams = upstreams
+        self._metrics = metrics
+        self._trusted = trusted
+
+    async def forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        route: CompiledRoute,
+        raw_path: str,
+        extra_headers: list[tuple[str, str]],
+    ) -> None:
+        """Forward, or raise GatewayError before any response byte was sent."""
+        upstream = self._upstreams[route.upstream]
+        ctx.upstream = upstream.name
+        method: str = scope["method"]
+        query: bytes = scope["query_string"]
+        check_query(query)
+        path = join_path(
+            upstream.path_prefix + route.upstream_path,
+            strip_segments(raw_path, route.strip_segments),
+        )
+        url = upstream.url(path, query)
+
+        peer = scope["client"][0] if scope.get("client") else ""
+        headers_in = scope["headers"]
+        length_header = None
+        for name, value in headers_in:
+            if name == b"content-length":
+                length_header = value
+                break
+        declared_length(length_header, route.max_body_size)
+        if upstream.credential_header is not None:
+            extra_headers = [*extra_headers, upstream.credential_header]
+        headers = request_headers(
+            headers_in,
+            peer=peer,
+            scheme=scope.get("scheme", "http"),
+            request_id=ctx.correlation_id,
+            trusted=self._trusted.trusts(peer),
+            extra=extra_headers,
+        )
+
+        task: asyncio.Task[object] | None = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+
+        def body_complete() -> None:
+            nonlocal watcher
+            watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, ctx, task))
+
+        body = RequestBody(receive, ctx, route.max_body_size, body_complete)
+        response: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                data = await body.first()
+            except ClientDisconnected:
+                ctx.client_gone = True
+                return
+            response = await self._exchange(upstream, method, url, headers, data, body, ctx)
+            await self._relay(response, send, ctx, method, route.name)
+        except asyncio.CancelledError:
+            if ctx.client_gone:
+                task.uncancel()
+                return
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if response is not None:
+                if ctx.response_done:
+                    response.release()
+                else:
+                    response.close()
+
+    async def _exchange(
+        self,
+        upstream: UpstreamClient,
+        method: str,
+        url: object,
+        headers: list[tuple[str, str]],
+        data: bytes | AsyncIterator[bytes],
+        body: RequestBody,
+        ctx: RequestContext,
+    ) -> aiohttp.ClientResponse:
+        session = upstream.session
+        retry = isinstance(data, bytes) and method in _IDEMPOTENT
+        while True:
+            ctx.upstream_sent = time.perf_counter()
+            try:
+                response = await session.request(
+                    method,
+                    url,  # type: ignore[arg-type]
+                    headers=headers,
+                    data=data if data else None,
+                    allow_redirects=False,
+                )
+            except STALE_CONNECTION as exc:
+                if retry:
+                    retry = False
+                    log.debug("upstream_retry_stale", upstream=upstream.name)
+                    continue
+                raise self._failed(upstream, exc, body) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._failed(upstream, exc, body) from exc
+            ctx.upstream_headers = time.perf_counter()
+            return response
+
+    def _failed(
+        self, upstream: UpstreamClient, exc: BaseException, body: RequestBody
+    ) -> GatewayError | ClientDisconnected:
+        if body.error is not None:
+            return body.error
+        error = translate(exc, upstream.name)
+        self._metrics.upstream_errors.labels(upstream.name, reason(error)).inc()
+        return error
+
+    async def _relay(
+        self,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        ctx: RequestContext,
+        method: str,
+        route: str,
+    ) -> None:
+        status = response.status
+        start = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": response_headers(response.raw_headers),
+        }
+        if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
+            await send(start)
+            ctx.response_done = True
+            await send({"type": "http.response.body", "body": b""})
+            ctx.upstream_ended = time.perf_counter()
+            return
+        length = response.content_length
+        if length is not None and length <= SMALL_BODY and not _is_event_stream(response):
+            try:
+                whole = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._failed_midway(ctx.upstream or "", exc) from exc
+            ctx.upstream_ended = time.perf_counter()
+            await send(start)
+            ctx.response_done = True
+            await send({"type": "http.response.body", "body": whole})
+            return
+        await send(start)
+        content = response.content
+        try:
+            while chunk := await content.readany():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = self._failed_midway(ctx.upstream or "", exc)
+            ctx.error = error.code
+            log.warning(
+                "upstream_stream_aborted",
+                upstream=ctx.upstream,
+                route=route,
+                correlation_id=ctx.correlation_id,
+                reason=error.message,
+                bytes_sent=ctx.bytes_out,
+            )
+            raise StreamAborted(error.message) from exc
+        ctx.upstream_ended = time.perf_counter()
+        ctx.response_done = True
+        await send({"type": "http.response.body", "body": b""})
+
+    def _failed_midway(self, upstream: str, exc: BaseException) -> UpstreamError:
+        error = translate(exc, upstream)
+        self._metrics.upstream_errors.labels(upstream, reason(error)).inc()
+        return error
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    content_type = response.headers.get("Content-Type", "")
+    return content_type.startswith("text/event-stream")

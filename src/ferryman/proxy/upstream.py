@@ -1,0 +1,89 @@
+"""One upstream at run time: its pooled aiohttp session and how to address it."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from urllib.parse import urlsplit
+
+import aiohttp
+from yarl import URL
+
+from ferryman.config.gateway import FixedCredential, Upstream
+from ferryman.errors import ConfigError
+
+#: aiohttp adds these unless told not to; a proxy must send only what the client sent.
+_SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+
+
+class UpstreamClient:
+    """The session and address of one configured upstream.
+
+    The session keeps connections alive in a pool of `pool.size`, never decompresses
+    (bytes pass through as sent), never stores cookies (they belong to the clients)
+    and never follows redirects (the caller passes `allow_redirects=False`).
+    """
+
+    def __init__(self, name: str, spec: Upstream) -> None:
+        self.name = name
+        self.spec = spec
+        parts = urlsplit(spec.url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.path_prefix = parts.path.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(
+            total=spec.timeout.total,
+            connect=spec.pool.acquire_timeout,
+            sock_connect=spec.timeout.connect,
+            sock_read=spec.timeout.read,
+        )
+        self.credential_header: tuple[str, str] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def resolve_credential(self) -> None:
+        """Read a fixed credential from the environment; ConfigError when it is missing."""
+        credential = self.spec.credential
+        if isinstance(credential, FixedCredential):
+            value = os.environ.get(credential.value_env)
+            if not value:
+                raise ConfigError(
+                    f"upstreams.{self.name}.credential: environment variable "
+                    f"{credential.value_env} is not set"
+                )
+            self.credential_header = (credential.header, credential.prefix + value)
+
+    async def start(self) -> None:
+        self.resolve_credential()
+        ssl_context: ssl.SSLContext | bool = bool(self.spec.tls_verify)
+        connector = aiohttp.TCPConnector(
+            limit=self.spec.pool.size,
+            limit_per_host=0,
+            keepalive_timeout=self.spec.pool.keepalive,
+            ttl_dns_cache=300,
+            ssl=ssl_context,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            trust_env=False,
+            raise_for_status=False,
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"upstream {self.name!r} is not started")
+        return self._session
+
+    def url(self, path: str, query: bytes) -> URL:
+        """The upstream URL for an already checked and joined path (raw, not re-encoded)."""
+        if query:
+            return URL(f"{self.origin}{path}?{query.decode('ascii')}", encoded=True)
+        return URL(self.origin + path, encoded=True)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,86 @@
+"""Running the gateway under uvicorn, with one process or several.
+
+Before any worker starts, this process checks the configuration, creates the secrets
+and migrates the database, so a mistake stops start-up once with a clear message
+instead of crash-looping every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import shutil
+
+import structlog
+import uvicorn
+
+from ferryman.app import prepare_database
+from ferryman.config.loading import load_gateway
+from ferryman.config.secrets import ensure_data_dir, ensure_secrets
+from ferryman.config.settings import Settings
+from ferryman.observability.metrics import MULTIPROC_ENV
+from ferryman.store.engine import create_database
+
+log = structlog.get_logger("ferryman.server")
+
+
+async def _prepare(settings: Settings) -> None:
+    database = create_database(settings)
+    try:
+        await prepare_database(database, settings.migrate_on_start)
+    finally:
+        await database.dispose()
+
+
+def _metrics_dir(settings: Settings) -> str:
+    """A fresh directory where the workers' metric samples meet."""
+    path = ensure_data_dir(settings.data_dir) / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        "ferryman.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,  # Ferryman decides which X-Forwarded-For to believe
+        timeout_keep_alive=settings.keepalive_timeout,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+        log_config=None,
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Check everything, then serve until SIGTERM/SIGINT (in-flight requests drain)."""
+    gateway = load_gateway(settings)
+    for warning in gateway.warnings():
+        log.warning("config_warning", detail=warning)
+    ensure_secrets(settings)
+    asyncio.run(_prepare(settings))
+    # The workers find the schema current; they need not race to migrate it.
+    os.environ["FERRYMAN_MIGRATE_ON_START"] = "false"
+    if settings.workers > 1:
+        os.environ[MULTIPROC_ENV] = _metrics_dir(settings)
+    config = uvicorn_config(settings)
+    server = uvicorn.Server(config)
+    if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        server.run()
+    if not server.started and settings.workers == 1:
+        raise SystemExit(3)

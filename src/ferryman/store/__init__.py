@@ -1,0 +1,1 @@
+"""Storage: the database engine, tables, repositories and migrations."""

@@ -1,0 +1,111 @@
+"""Applying Alembic migrations, safely when several processes start at once.
+
+On PostgreSQL a transaction-scoped advisory lock serialises migrators; on SQLite an
+exclusive lock on a file beside the database does. Both backends run DDL inside one
+transaction, so an interrupted upgrade leaves the previous revision in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ferryman.errors import StorageError
+from ferryman.store.engine import Database
+
+log = structlog.get_logger("ferryman.migrate")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_ADVISORY_LOCK = 0x66657272  # "ferr"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest revision this version of Ferryman knows."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _run(connection: Connection, direction: str, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    if direction == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+@asynccontextmanager
+async def _file_lock(db: Database) -> AsyncIterator[None]:
+    database = db.url.database
+    if db.backend != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    path = f"{database}.migrate.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+async def _migrate(db: Database, direction: str, revision: str) -> tuple[str | None, str | None]:
+    try:
+        async with _file_lock(db), db.engine.begin() as conn:
+            if db.backend == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK}
+                )
+                if db.schema:
+                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"'))
+            before = await conn.run_sync(_current)
+            await conn.run_sync(_run, direction, revision)
+            after = await conn.run_sync(_current)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(
+            f"cannot migrate {db.display_url}: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+    if before != after:
+        log.info("database_migrated", direction=direction, before=before, after=after)
+    return before, after
+
+
+async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply migrations up to `revision`; returns the revisions before and after."""
+    return await _migrate(db, "upgrade", revision)
+
+
+async def downgrade(db: Database, revision: str) -> tuple[str | None, str | None]:
+    """Revert migrations down to `revision` (`base` for none)."""
+    return await _migrate(db, "downgrade", revision)
+
+
+async def current(db: Database) -> str | None:
+    """The revision the database is at (None when never migrated)."""
+    try:
+        async with db.engine.connect() as conn:
+            return await conn.run_sync(_current)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(f"cannot reach {db.display_url}: {type(exc).__name__}: {exc}") from exc
