@@ -36,16 +36,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def normalise_prefix(value: str, *, what: str) -> str:
+def normalise_prefix(value: str, *, what: str = "") -> str:
     """Check a configured path prefix and drop a trailing slash (`/v1/` → `/v1`)."""
+    subject = f"{what} " if what else ""
     if not value.startswith("/"):
-        raise ValueError(f"{what} must start with '/'")
+        raise ValueError(f"{subject}must start with '/'")
     if any(c in value for c in "?#%\\") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        raise ValueError(f"{what} must be a plain path: no '?', '#', '%', '\\' or spaces")
+        raise ValueError(f"{subject}must be a plain path: no '?', '#', '%', '\\' or spaces")
     if "//" in value:
-        raise ValueError(f"{what} must not contain '//'")
+        raise ValueError(f"{subject}must not contain '//'")
     if any(segment in (".", "..") for segment in value.split("/")):
-        raise ValueError(f"{what} must not contain '.' or '..' segments")
+        raise ValueError(f"{subject}must not contain '.' or '..' segments")
     return value.rstrip("/") or "/"
 
 
@@ -173,7 +174,7 @@ class Route(_Model):
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
-        prefix = normalise_prefix(value, what="path")
+        prefix = normalise_prefix(value)
         if prefix in RESERVED_PATHS:
             raise ValueError(f"{prefix} is answered by the gateway itself")
         return prefix
@@ -181,7 +182,7 @@ class Route(_Model):
     @field_validator("upstream_path")
     @classmethod
     def _check_upstream_path(cls, value: str) -> str:
-        return normalise_prefix(value, what="upstream_path")
+        return normalise_prefix(value)
 
     @field_validator("methods")
     @classmethod

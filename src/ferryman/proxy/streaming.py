@@ -13,6 +13,7 @@ closes the upstream connection and so cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator
 
@@ -27,7 +28,7 @@ from ferryman.proxy.headers import TrustedProxies, request_headers, response_hea
 from ferryman.proxy.paths import check_query, join_path, strip_segments
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
-from ferryman.proxy.upstream_errors import STALE_CONNECTION, reason, translate
+from ferryman.proxy.upstream_errors import reason, translate
 from ferryman.types import Receive, Scope, Send
 
 log = structlog.get_logger("ferryman.proxy")
@@ -35,7 +36,9 @@ log = structlog.get_logger("ferryman.proxy")
 #: A response declaring at most this many bytes is read whole before it is sent.
 SMALL_BODY = 64 * 1024
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: A request body already in memory larger than this is handed to aiohttp as a file.
+LARGE_BYTES = 1024 * 1024
+
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -150,28 +153,20 @@ class Forwarder:
         body: RequestBody,
         ctx: RequestContext,
     ) -> aiohttp.ClientResponse:
-        session = upstream.session
-        retry = isinstance(data, bytes) and method in _IDEMPOTENT
-        while True:
-            ctx.upstream_sent = time.perf_counter()
-            try:
-                response = await session.request(
-                    method,
-                    url,  # type: ignore[arg-type]
-                    headers=headers,
-                    data=data if data else None,
-                    allow_redirects=False,
-                )
-            except STALE_CONNECTION as exc:
-                if retry:
-                    retry = False
-                    log.debug("upstream_retry_stale", upstream=upstream.name)
-                    continue
-                raise self._failed(upstream, exc, body) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failed(upstream, exc, body) from exc
-            ctx.upstream_headers = time.perf_counter()
-            return response
+        # aiohttp itself retries an idempotent request once on a dead pooled connection.
+        ctx.upstream_sent = time.perf_counter()
+        try:
+            response = await upstream.session.request(
+                method,
+                url,  # type: ignore[arg-type]
+                headers=headers,
+                data=_payload(data),
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failed(upstream, exc, body) from exc
+        ctx.upstream_headers = time.perf_counter()
+        return response
 
     def _failed(
         self, upstream: UpstreamClient, exc: BaseException, body: RequestBody
@@ -238,6 +233,18 @@ class Forwarder:
         error = translate(exc, upstream)
         self._metrics.upstream_errors.labels(upstream, reason(error)).inc()
         return error
+
+
+def _payload(
+    data: bytes | AsyncIterator[bytes],
+) -> bytes | io.BytesIO | AsyncIterator[bytes] | None:
+    if isinstance(data, bytes):
+        if not data:
+            return None
+        if len(data) > LARGE_BYTES:
+            # aiohttp writes a large bytes body in one go; a file-like one in pieces.
+            return io.BytesIO(data)
+    return data
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:

@@ -25,8 +25,14 @@ def translate(exc: BaseException, upstream: str) -> UpstreamError:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamConnectError(f"upstream {upstream!r} could not be reached")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return UpstreamConnectError(f"upstream {upstream!r} closed the connection")
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return UpstreamConnectError(
+            f"upstream {upstream!r} closed the connection", code="upstream_disconnected"
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamConnectError(
+            f"upstream {upstream!r} broke off the response", code="upstream_disconnected"
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamProtocolError(f"upstream {upstream!r} sent an invalid response")
     return UpstreamError(f"upstream {upstream!r} failed")
 
@@ -35,13 +41,11 @@ def reason(error: UpstreamError) -> str:
     """A short metric label for an upstream failure."""
     if isinstance(error, UpstreamTimeout):
         return "timeout"
+    if error.code == "upstream_disconnected":
+        return "disconnect"
     if isinstance(error, UpstreamConnectError):
         return "connect"
     if isinstance(error, UpstreamProtocolError):
         return "protocol"
     return "other"
 
-
-#: Failures where the request cannot have been processed: a pooled connection the
-#: upstream had already closed. Idempotent requests are retried once on these.
-STALE_CONNECTION = (aiohttp.ServerDisconnectedError,)

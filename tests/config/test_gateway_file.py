@@ -1,0 +1,238 @@
+"""An invalid gateway file fails with the path of the bad field and a readable message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ferryman.config.defaults import default_gateway
+from ferryman.config.loading import load_gateway, load_gateway_file, load_settings
+from ferryman.config.settings import Settings
+from ferryman.errors import ConfigError
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+VALID = """
+upstreams:
+  openrouter:
+    url: https://openrouter.ai/api/v1/
+    provider: openrouter
+    credential: pool
+    timeout: {connect: 5, read: 300}
+  internal:
+    url: http://10.0.0.5:8080
+    credential: {header: X-Api-Key, value_env: INTERNAL_KEY}
+routes:
+  - name: llm
+    path: /v1/
+    upstream: openrouter
+    strip_prefix: true
+    auth: [api_key]
+  - path: /internal
+    methods: [get, post]
+    host: api.example.com
+    upstream: internal
+security:
+  max_body_size: 2MiB
+  trusted_hosts: [api.example.com, "*.example.com"]
+  hsts: {max_age: 600}
+  cors:
+    allow_origins: [https://app.example.com]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def errors_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_gateway_file(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_a_valid_file_is_normalised(tmp_path: Path) -> None:
+    gateway = load_gateway_file(write(tmp_path, VALID))
+    assert gateway.upstreams["openrouter"].url == "https://openrouter.ai/api/v1"
+    assert gateway.upstreams["internal"].credential.kind == "fixed"
+    llm, internal = gateway.routes
+    assert llm.path == "/v1" and llm.auth == ("api_key",)
+    assert internal.label == "/internal" and internal.methods == ("GET", "POST")
+    assert int(gateway.security.max_body_size) == 2 * 1024 * 1024
+    assert gateway.security.hsts is not None
+    assert gateway.security.hsts.header_value == "max-age=600; includeSubDomains"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "upstreams: {a: {url: ftp://x}}\nroutes: [{path: /, upstream: a}]",
+            "upstreams.a.url: must start with http:// or https://",
+        ),
+        (
+            "upstreams: {a: {url: 'http://u:p@x'}}\nroutes: [{path: /, upstream: a}]",
+            "upstreams.a.url: must not carry credentials",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: b}]",
+            "routes[0].upstream: unknown upstream 'b' (known: a)",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: v1, upstream: a}]",
+            "routes[0].path: must start with '/'",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /a/../b, upstream: a}]",
+            "routes[0].path: must not contain '.' or '..' segments",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /metrics, upstream: a}]",
+            "routes[0].path: /metrics is answered by the gateway itself",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, stripprefix: true}]",
+            "routes[0].stripprefix: unknown field (check the spelling)",
+        ),
+        (
+            "upstreams: {a: {url: http://x, timeout: {read: -1}}}\n"
+            "routes: [{path: /, upstream: a}]",
+            "upstreams.a.timeout.read: Input should be greater than 0",
+        ),
+        (
+            "upstreams: {a: {url: http://x, credential: magic}}\nroutes: [{path: /, upstream: a}]",
+            "upstreams.a.credential: must be 'none', 'pool' or {header, value_env}",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, auth: [pigeon]}]",
+            "routes[0].auth[0]: Input should be 'none', 'api_key', 'access_pass', 'jwt' or "
+            "'session'",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\n"
+            "routes: [{path: /, upstream: a, auth: [none, api_key]}]",
+            "routes[0].auth: 'none' cannot be combined with other kinds",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\n"
+            "routes: [{name: r, path: /, upstream: a}, {name: r, path: /b, upstream: a}]",
+            "routes[1].name: 'r' is already used by routes[0]",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\n"
+            "routes: [{path: /x, upstream: a, name: one}, {path: /x/, upstream: a, name: two}]",
+            "routes[1].path: '/x' is matched the same way by routes[0]",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, methods: ['GE T']}]",
+            "routes[0].methods: 'GE T' is not an HTTP method",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
+            "security: {cors: {allow_origins: ['*'], allow_credentials: true}}",
+            "security.cors: allow_origins '*' cannot be used with allow_credentials",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
+            "security: {max_body_size: lots}",
+            "security.max_body_size: could not parse value and unit from byte string",
+        ),
+        ("routes: []", "upstreams: required field is missing"),
+    ],
+)
+def test_each_mistake_names_its_field(tmp_path: Path, text: str, expected: str) -> None:
+    message = errors_of(tmp_path, text)
+    assert expected in message
+    assert message.startswith(f"{tmp_path / 'gateway.yaml'}: ")
+    assert "Traceback" not in message
+
+
+def test_all_mistakes_are_reported_at_once(tmp_path: Path) -> None:
+    message = errors_of(
+        tmp_path,
+        "upstreams: {a: {url: ftp://x, pool: {size: 0}}}\nroutes: [{path: x, upstream: a}]",
+    )
+    assert ": 3 errors\n" in message
+    assert "upstreams.a.url" in message
+    assert "upstreams.a.pool.size" in message
+    assert "routes[0].path" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("upstreams: {a: [unclosed\n", "invalid YAML"),
+        (
+            "upstreams:\n  a: {url: http://x}\n  a: {url: http://y}\nroutes: []\n",
+            "duplicate key 'a'",
+        ),
+        ("", "the file is empty"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("a: !!python/object/apply:os.system [echo hi]\n", "invalid YAML"),
+    ],
+)
+def test_yaml_problems_are_reported_with_their_position(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    message = errors_of(tmp_path, text)
+    assert expected in message
+
+
+def test_a_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_gateway_file(tmp_path / "absent.yaml")
+
+
+def test_no_file_means_the_builtin_openrouter_gateway() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    gateway = load_gateway(settings)
+    assert gateway == default_gateway()
+    upstream = gateway.upstreams["openrouter"]
+    assert upstream.url == "https://openrouter.ai/api/v1"
+    assert upstream.credential.kind == "pool"
+    assert [(r.path, r.auth) for r in gateway.routes] == [
+        ("/v1", ("api_key",)),
+        ("/openrouter", ("api_key",)),
+    ]
+
+
+def test_warnings_point_at_open_routes_that_spend_a_credential(tmp_path: Path) -> None:
+    gateway = load_gateway_file(
+        write(
+            tmp_path,
+            "upstreams: {a: {url: http://x, credential: pool}}\n"
+            "routes: [{name: open, path: /, upstream: a}]",
+        )
+    )
+    assert gateway.warnings() == [
+        "routes[0] (open): open to anyone (auth: [none]) while upstream 'a' adds a pool credential"
+    ]
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_example_is_valid(example: Path) -> None:
+    load_gateway_file(example)
+
+
+def test_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRYMAN_PORT", "eighty")
+    monkeypatch.setenv("FERRYMAN_TRUSTED_PROXIES", "10.0.0.0/8, not-a-network")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None)
+    message = str(info.value)
+    assert "FERRYMAN_PORT:" in message
+    assert "FERRYMAN_TRUSTED_PROXIES:" in message
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FERRYMAN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FERRYMAN_TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.1")
+    monkeypatch.setenv("FERRYMAN_REDIS_URL", "")
+    settings = load_settings(_env_file=None)
+    assert settings.data_dir == tmp_path
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.1/32"]
+    assert settings.redis_url is None
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'ferryman.db'}"

@@ -1,0 +1,150 @@
+"""Fixtures: settings in a temp dir, fake upstreams, the gateway in-process, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferryman.config.settings import Settings
+from ferryman.observability.logging import configure_logging
+from tests.fakes.upstream import FakeUpstream
+
+#: Secrets the tests used; none may appear in any log line of the run.
+USED_SECRETS: set[str] = set()
+
+TEST_DATABASE_URL = os.environ.get("FERRYMAN_TEST_DATABASE_URL")
+
+# A developer's own FERRYMAN_* settings must not leak into the tests.
+for _name in list(os.environ):
+    if _name.startswith("FERRYMAN_") and not _name.startswith("FERRYMAN_TEST_"):
+        del os.environ[_name]
+TEST_REDIS_URL = os.environ.get("FERRYMAN_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every in-process log line of the run goes to one file, grepped for secrets at the end."""
+    path = tmp_path_factory.mktemp("logs") / "ferryman-tests.log"
+    stream = path.open("ab", buffering=0)
+    configure_logging("debug", "json", stream=stream)  # type: ignore[arg-type]
+    yield path
+    stream.close()
+    text = path.read_text(errors="replace")
+    leaked = sorted(secret for secret in USED_SECRETS if secret in text)
+    assert not leaked, f"secrets found in the test run's logs: {leaked}"
+
+
+@pytest.fixture
+def secret() -> Callable[[str], str]:
+    """Make a secret value and remember it for the end-of-run log check."""
+
+    def make(prefix: str = "") -> str:
+        value = prefix + uuid.uuid4().hex + uuid.uuid4().hex
+        USED_SECRETS.add(value)
+        return value
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def no_blocking(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test whose code blocks the event loop for more than 0.25 s."""
+    slow: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("Executing"):
+                slow.append(message)
+
+    handler = Catch()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    if slow and "allow_blocking" not in request.keywords:
+        pytest.fail(f"event loop blocked: {slow[0]}")
+
+
+@pytest.fixture(autouse=True)
+async def _slow_callback_watch() -> AsyncIterator[None]:
+    # asyncio reports callbacks slower than this only in debug mode.
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.25
+    yield
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "secret_key": "test-secret-key-" + "x" * 32,
+            "encryption_keys": "k1:" + "A" * 43 + "=",
+            **overrides,
+        }
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = await FakeUpstream().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    if not TEST_DATABASE_URL:
+        pytest.skip("FERRYMAN_TEST_DATABASE_URL is not set")
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not TEST_REDIS_URL:
+        pytest.skip("FERRYMAN_TEST_REDIS_URL is not set")
+    return TEST_REDIS_URL
+
+
+class LogReader:
+    """The rendered JSON lines the app wrote since the test began."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def text(self) -> str:
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            return fh.read().decode("utf-8", "replace")
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                if event is None or record.get("event") == event:
+                    out.append(record)
+        return out
+
+
+@pytest.fixture
+def logs(session_log: Path) -> LogReader:
+    return LogReader(session_log)
