@@ -133,21 +133,39 @@ class GatewayProcess:
         return cmd + self.args
 
     async def start(self, timeout: float = 30) -> GatewayProcess:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir
-        )
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.workdir,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.lines():
                 event = line.get("event", "")
                 if isinstance(event, str) and event.startswith("Uvicorn running on"):
                     self.port = int(event.split(":")[-1].split(" ")[0])
+                    await self._until_live(deadline)
                     return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ferryman exited {self.proc.returncode}:\n{self.output()}")
             await asyncio.sleep(0.05)
         raise RuntimeError(f"ferryman did not start in {timeout}s:\n{self.output()}")
+
+    async def _until_live(self, deadline: float) -> None:
+        # With several workers the socket is bound before any worker is ready.
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                try:
+                    async with http.get(f"{self.url}/health/live") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"ferryman did not become live:\n{self.output()}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -12,6 +12,7 @@ import importlib.util
 import math
 import os
 import shutil
+import signal
 
 import structlog
 import uvicorn
@@ -62,6 +63,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+def _absorb(signum: int, frame: object) -> None:
+    log.debug("signal_absorbed", signal=signum)
+
+
 def serve(settings: Settings) -> None:
     """Check everything, then serve until SIGTERM/SIGINT (in-flight requests drain)."""
     gateway = load_gateway(settings)
@@ -75,6 +80,10 @@ def serve(settings: Settings) -> None:
         os.environ[MULTIPROC_ENV] = _metrics_dir(settings)
     config = uvicorn_config(settings)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has drained; a stop asked for
+    # is a clean exit, so that second delivery is absorbed here instead of killing us.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _absorb)
     if settings.workers > 1:
         from uvicorn.supervisors import Multiprocess
 

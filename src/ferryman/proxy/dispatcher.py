@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
-from ferryman.errors import GatewayError, Unauthorized
+from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import host_of
@@ -38,6 +39,17 @@ class Proxy:
             self._authorise(route)
             await self._forwarder.forward(scope, receive, send, ctx, route, raw.decode("ascii"), [])
         except GatewayError as error:
+            ctx.error = error.code
+            await self._responder.error(send, error, ctx.correlation_id)
+        except asyncio.CancelledError:
+            # Only the server cancels a request it has not finished: the shutdown grace
+            # period ran out. Say so properly if nothing has been sent yet.
+            if ctx.status or ctx.client_gone:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            error = ServiceUnavailable("the gateway is shutting down", code="shutting_down")
             ctx.error = error.code
             await self._responder.error(send, error, ctx.correlation_id)
 

@@ -76,7 +76,7 @@ def normalise_url(raw: str) -> tuple[URL, Backend]:
             "(use sqlite or postgresql)"
         )
     driver, module, extra = _DRIVERS[backend]
-    if url.get_driver_name() not in (driver, "", backend_name):
+    if "+" in url.drivername and url.get_driver_name() != driver:
         raise ConfigError(
             f"FERRYMAN_DATABASE_URL: driver {url.get_driver_name()!r} is not async; "
             f"use {backend}+{driver}://"

@@ -1,0 +1,100 @@
+"""The storage foundation on SQLite and PostgreSQL: engine, migrations, a repository."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from ferryman.config.settings import Settings
+from ferryman.errors import ConfigError, StorageError
+from ferryman.store import meta, migrate
+from ferryman.store.engine import Database, create_database, normalise_url
+
+
+async def table_names(db: Database) -> set[str]:
+    async with db.engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def test_migrations_go_up_and_down_and_are_idempotent(database: Database) -> None:
+    assert await migrate.current(database) is None
+    before, after = await migrate.upgrade(database)
+    assert (before, after) == (None, migrate.head_revision())
+    assert "ferryman_meta" in await table_names(database)
+    assert await migrate.upgrade(database) == (after, after)
+    assert await migrate.downgrade(database, "base") == (after, None)
+    assert "ferryman_meta" not in await table_names(database)
+    await migrate.upgrade(database)
+    assert await migrate.current(database) == migrate.head_revision()
+
+
+async def test_concurrent_migrators_do_not_collide(db_settings: Settings) -> None:
+    databases = [create_database(db_settings) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate.upgrade(db) for db in databases))
+    finally:
+        for db in databases:
+            await db.dispose()
+    head = migrate.head_revision()
+    assert sorted(results, key=str) == sorted(
+        [(None, head)] + [(head, head)] * 3, key=str
+    )
+
+
+async def test_meta_values_round_trip(database: Database) -> None:
+    await migrate.upgrade(database)
+    assert await meta.get(database, "colour") is None
+    await meta.put(database, "colour", "blue")
+    await meta.put(database, "colour", "green")
+    assert await meta.get(database, "colour") == "green"
+    first = await meta.installation_id(database)
+    assert await meta.installation_id(database) == first
+    assert len(first) == 32
+
+
+async def test_ping_reports_the_backend(database: Database) -> None:
+    assert (await database.ping())["backend"] == database.backend
+
+
+async def test_sqlite_runs_in_wal_mode_in_the_data_dir(settings: Settings) -> None:
+    db = create_database(settings)
+    try:
+        async with db.engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            keys = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+        assert mode == "wal"
+        assert keys == 1
+        assert Path(db.url.database or "").parent == settings.data_dir.resolve()
+    finally:
+        await db.dispose()
+
+
+def test_urls_are_mapped_to_async_drivers() -> None:
+    assert normalise_url("sqlite:///x.db")[0].drivername == "sqlite+aiosqlite"
+    assert normalise_url("postgres://u@h/db")[0].drivername == "postgresql+asyncpg"
+    assert normalise_url("postgresql://u@h/db")[1] == "postgresql"
+    with pytest.raises(ConfigError, match="unsupported database 'mysql'"):
+        normalise_url("mysql://u@h/db")
+    with pytest.raises(ConfigError, match="not async"):
+        normalise_url("postgresql+psycopg2://u@h/db")
+    with pytest.raises(ConfigError, match="not a database URL"):
+        normalise_url("::::")
+
+
+async def test_an_unreachable_database_is_a_clear_storage_error(
+    settings_factory: object,
+) -> None:
+    settings = settings_factory(  # type: ignore[operator]
+        database_url="postgresql+asyncpg://nobody:secretpw@127.0.0.1:1/none"
+    )
+    db = create_database(settings)
+    try:
+        with pytest.raises(StorageError) as info:
+            await migrate.upgrade(db)
+    finally:
+        await db.dispose()
+    assert "secretpw" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)
