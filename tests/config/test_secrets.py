@@ -75,7 +75,7 @@ def test_a_corrupt_secrets_file_is_a_clear_error(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "secrets.json").write_text("{not json")
-    with pytest.raises(SecretsError, match="secrets.json is not valid JSON"):
+    with pytest.raises(SecretsError, match=r"secrets\.json is not valid JSON"):
         ensure_secrets(settings_for(data))
 
 

@@ -102,9 +102,7 @@ async def test_sigterm_drains_in_flight_requests(process: Any, upstream: FakeUps
 
 
 async def test_the_grace_period_bounds_the_drain(process: Any, upstream: FakeUpstream) -> None:
-    gw: GatewayProcess = await process(
-        gateway_dict(upstream.url), {"FERRYMAN_SHUTDOWN_GRACE": "1"}
-    )
+    gw: GatewayProcess = await process(gateway_dict(upstream.url), {"FERRYMAN_SHUTDOWN_GRACE": "1"})
     async with client_session() as http:
         hanging = asyncio.create_task(http.get(f"{gw.url}/hang"))
         await asyncio.wait_for(upstream.seen.hang_started.wait(), 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -58,10 +59,8 @@ async def test_connect_timeout_is_a_504(settings: Settings) -> None:
         for _ in range(8):
             filler = __import__("socket").socket()
             filler.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 filler.connect(sock.getsockname())
-            except BlockingIOError:
-                pass
             fillers.append(filler)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = gateway_dict(url, upstream_spec={"timeout": {"connect": 0.3}})

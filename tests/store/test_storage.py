@@ -39,9 +39,7 @@ async def test_concurrent_migrators_do_not_collide(db_settings: Settings) -> Non
         for db in databases:
             await db.dispose()
     head = migrate.head_revision()
-    assert sorted(results, key=str) == sorted(
-        [(None, head)] + [(head, head)] * 3, key=str
-    )
+    assert sorted(results, key=str) == sorted([(None, head)] + [(head, head)] * 3, key=str)
 
 
 async def test_meta_values_round_trip(database: Database) -> None:

@@ -49,9 +49,9 @@ class Proxy:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            error = ServiceUnavailable("the gateway is shutting down", code="shutting_down")
-            ctx.error = error.code
-            await self._responder.error(send, error, ctx.correlation_id)
+            shutdown = ServiceUnavailable("the gateway is shutting down", code="shutting_down")
+            ctx.error = shutdown.code
+            await self._responder.error(send, shutdown, ctx.correlation_id)
 
     @staticmethod
     def _authorise(route: CompiledRoute) -> None:

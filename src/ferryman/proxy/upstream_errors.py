@@ -48,4 +48,3 @@ def reason(error: UpstreamError) -> str:
     if isinstance(error, UpstreamProtocolError):
         return "protocol"
     return "other"
-
