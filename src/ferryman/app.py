@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING
 
 import structlog
@@ -17,7 +18,7 @@ from ferryman.guards.trusted_host import TrustedHost
 from ferryman.observability.access import Observe
 from ferryman.observability.health import Readiness, SystemRoutes
 from ferryman.observability.logging import configure_logging
-from ferryman.observability.metrics import Metrics
+from ferryman.observability.metrics import create_metrics
 from ferryman.observability.responses import Responder
 from ferryman.proxy.dispatcher import Proxy
 from ferryman.proxy.headers import TrustedProxies
@@ -46,7 +47,7 @@ class Ferryman:
     def __init__(self, settings: Settings, gateway: Gateway) -> None:
         self.settings = settings
         self.gateway = gateway
-        self.metrics = Metrics()
+        self.metrics = create_metrics()
         self.responder = Responder(gateway.security)
         self.readiness = Readiness()
         self.trusted = TrustedProxies(settings.trusted_proxies)
@@ -70,6 +71,11 @@ class Ferryman:
             self.readiness.add("redis", lambda: redis_ping(redis))
         for upstream in self.upstreams.values():
             await upstream.start()
+        # Everything built so far lives as long as the process. Moving it out of the
+        # collector's reach keeps a full collection from walking ~100k objects (tens of
+        # milliseconds with the event loop stopped) while requests wait.
+        gc.collect()
+        gc.freeze()
         log.info(
             "ferryman_started",
             version=__version__,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 from ferryman.types import Scope
 
@@ -14,7 +14,8 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex characters (the shape of a UUID's hex, made cheaper)."""
+    return os.urandom(16).hex()
 
 
 def pick_request_id(incoming: bytes | None) -> str:

@@ -142,13 +142,18 @@ _ts_cache: tuple[int, str] = (0, "")
 
 def timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """ISO-8601 UTC with milliseconds, the second-level part formatted once a second."""
+    event_dict["timestamp"] = now_iso()
+    return event_dict
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC with milliseconds."""
     global _ts_cache
     now = time.time()
     second = int(now)
     if _ts_cache[0] != second:
         _ts_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    event_dict["timestamp"] = f"{_ts_cache[1]}.{int((now - second) * 1000):03d}Z"
-    return event_dict
+    return f"{_ts_cache[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> bytes:
@@ -156,6 +161,28 @@ def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> bytes:
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+class Sink:
+    """Where log lines go, for the one writer that bypasses structlog (the access log)."""
+
+    stream: BinaryIO = sys.stdout.buffer
+    level = logging.INFO
+    json = True
+
+
+def level_enabled(level: int) -> bool:
+    return level >= Sink.level
+
+
+def write_line(fields: dict[str, Any]) -> None:
+    """Write one already-safe event as a line, bypassing the processors (hot path)."""
+    if Sink.json:
+        Sink.stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+        Sink.stream.flush()
+        return
+    event = fields.pop("event")
+    structlog.get_logger("ferryman.access").log(Sink.level, event, **fields)
 
 
 class _StreamAbortFilter(logging.Filter):
@@ -184,6 +211,7 @@ def configure_logging(
     out = stream if stream is not None else sys.stdout.buffer
     renderer: Processor = _render if fmt == "json" else _ConsoleRenderer()
     numeric = _LEVELS.get(level, logging.ERROR)
+    Sink.stream, Sink.level, Sink.json = out, numeric, fmt == "json"
     shared: list[Processor] = [structlog.processors.add_log_level, timestamp]
     structlog.configure(
         processors=[

@@ -1,13 +1,22 @@
-"""Prometheus metrics, per application, and shared across workers when there are several.
+"""Prometheus metrics: counted cheaply on the hot path, rendered when scraped.
 
-With more than one worker `ferryman serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh
-directory before the workers start; each worker then writes its samples there and any
-worker's `/metrics` answers for all of them.
+Two implementations behind one interface:
+
+- `LocalMetrics` (one process): plain integers and bucket arrays, turned into metric
+  families only when `/metrics` is scraped. Counting a request costs a few dict and
+  list operations instead of prometheus-client's locked value objects.
+- `SharedMetrics` (several workers): prometheus-client's multiprocess mode. `ferryman
+  serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh directory before the workers
+  start; each writes its samples there and any worker's `/metrics` answers for all.
+
+Both run on the event loop thread only, so the local counters need no lock.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,97 +26,190 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-_LATENCY_BUCKETS = (
+LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0,
 )  # fmt: skip
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+_REQUESTS = ("ferryman_requests", "Requests answered, by route, method and status.")
+_DURATION = (
+    "ferryman_request_duration_seconds",
+    "Time from the request's arrival to the end of its response.",
+)
+_UPSTREAM = (
+    "ferryman_upstream_duration_seconds",
+    "Time from sending the request upstream to the upstream's response headers.",
+)
+_ERRORS = ("ferryman_upstream_errors", "Upstream exchanges that failed, by upstream and reason.")
+_IN_FLIGHT = ("ferryman_requests_in_flight", "Requests being handled now.")
+
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-class Metrics:
-    """The gateway's metrics, registered in a registry of their own."""
+def _method_label(method: str) -> str:
+    return method if method in _KNOWN_METHODS else "OTHER"
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.multiprocess = multiprocess_dir() is not None
-        r = self.registry
-        self.requests = Counter(
-            "ferryman_requests",
-            "Requests answered, by route, method and status.",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "ferryman_request_duration_seconds",
-            "Time from the request's arrival to the end of its response.",
-            ["route"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_duration = Histogram(
-            "ferryman_upstream_duration_seconds",
-            "Time from sending the request upstream to the upstream's response headers.",
-            ["route", "upstream"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_errors = Counter(
-            "ferryman_upstream_errors",
-            "Upstream exchanges that failed, by upstream and reason.",
-            ["upstream", "reason"],
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "ferryman_requests_in_flight",
-            "Requests being handled now.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
-        self._upstream_children: dict[tuple[str, str], Histogram] = {}
+
+class Metrics:
+    """What the gateway counts; see the module docstring for the two implementations."""
+
+    def request_started(self) -> None:
+        raise NotImplementedError
+
+    def request_finished(self) -> None:
+        raise NotImplementedError
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        if method not in _KNOWN_METHODS:
-            method = "OTHER"
-        key = (route, method, status)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self.requests.labels(route, method, str(status))
-            self._request_children[key] = counter
-        counter.inc()
-        histogram = self._duration_children.get(route)
+        raise NotImplementedError
+
+    def observe_upstream(self, route: str, upstream: str, seconds: float) -> None:
+        raise NotImplementedError
+
+    def upstream_error(self, upstream: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def render(self) -> tuple[bytes, bytes]:
+        """The exposition body and its content type."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what this process holds (nothing, unless shared)."""
+
+
+class _Histogram:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+class LocalMetrics(Metrics, Collector):
+    """Counters in plain Python objects, collected into metric families on scrape."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[str, _Histogram] = {}
+        self.upstream_durations: dict[tuple[str, str], _Histogram] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method if method in _KNOWN_METHODS else "OTHER", status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        histogram = self.durations.get(route)
         if histogram is None:
-            histogram = self.duration.labels(route)
-            self._duration_children[route] = histogram
+            histogram = self.durations[route] = _Histogram()
         histogram.observe(seconds)
 
     def observe_upstream(self, route: str, upstream: str, seconds: float) -> None:
         key = (route, upstream)
-        histogram = self._upstream_children.get(key)
+        histogram = self.upstream_durations.get(key)
         if histogram is None:
-            histogram = self.upstream_duration.labels(route, upstream)
-            self._upstream_children[key] = histogram
+            histogram = self.upstream_durations[key] = _Histogram()
         histogram.observe(seconds)
 
+    def upstream_error(self, upstream: str, reason: str) -> None:
+        key = (upstream, reason)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
+        for (route, method, status), count in sorted(self.requests.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        durations = HistogramMetricFamily(*_DURATION, labels=["route"])
+        for route, histogram in sorted(self.durations.items()):
+            durations.add_metric([route], histogram.buckets(), histogram.sum)
+        yield durations
+        upstream = HistogramMetricFamily(*_UPSTREAM, labels=["route", "upstream"])
+        for (route, name), histogram in sorted(self.upstream_durations.items()):
+            upstream.add_metric([route, name], histogram.buckets(), histogram.sum)
+        yield upstream
+        errors = CounterMetricFamily(*_ERRORS, labels=["upstream", "reason"])
+        for (name, reason), count in sorted(self.errors.items()):
+            errors.add_metric([name, reason], count)
+        yield errors
+        yield GaugeMetricFamily(*_IN_FLIGHT, value=self.in_flight)
+
     def render(self) -> tuple[bytes, bytes]:
-        """The exposition body and its content type."""
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE_LATEST.encode()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
 
+
+class SharedMetrics(Metrics):
+    """prometheus-client's multiprocess mode, for several workers."""
+
+    def __init__(self) -> None:
+        r = CollectorRegistry()
+        self._requests = Counter(*_REQUESTS, ["route", "method", "status"], registry=r)
+        self._duration = Histogram(*_DURATION, ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self._upstream = Histogram(
+            *_UPSTREAM, ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self._errors = Counter(*_ERRORS, ["upstream", "reason"], registry=r)
+        self._in_flight = Gauge(*_IN_FLIGHT, registry=r, multiprocess_mode="livesum")
+
+    def request_started(self) -> None:
+        self._in_flight.inc()
+
+    def request_finished(self) -> None:
+        self._in_flight.dec()
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._requests.labels(route, _method_label(method), str(status)).inc()
+        self._duration.labels(route).observe(seconds)
+
+    def observe_upstream(self, route: str, upstream: str, seconds: float) -> None:
+        self._upstream.labels(route, upstream).observe(seconds)
+
+    def upstream_error(self, upstream: str, reason: str) -> None:
+        self._errors.labels(upstream, reason).inc()
+
+    def render(self) -> tuple[bytes, bytes]:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST.encode()
+
     def close(self) -> None:
-        """Forget this worker's live gauges (multi-worker mode)."""
-        if self.multiprocess:
-            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def create_metrics() -> Metrics:
+    """Shared across workers when the multiprocess directory is set, else local."""
+    return SharedMetrics() if multiprocess_dir() else LocalMetrics()

@@ -44,12 +44,15 @@ _FORWARDING = frozenset(
 _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
 
 
-def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    names: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            names.update(token.strip().lower() for token in value.split(b","))
-    names.discard(b"")
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+
+def _connection_listed(value: bytes) -> frozenset[bytes]:
+    """The header names a `Connection` value makes hop-by-hop (none for the usual ones)."""
+    if value in _PLAIN_CONNECTION:
+        return frozenset()
+    names = {token.strip().lower() for token in value.split(b",")}
+    names -= {b"", b"keep-alive", b"close"}
     return frozenset(names)
 
 
@@ -98,23 +101,24 @@ def request_headers(
     trusted: bool,
     extra: Sequence[tuple[str, str]] = (),
     drop: frozenset[bytes] = frozenset(),
-) -> list[tuple[str, str]]:
-    """The headers to send upstream, as aiohttp wants them (str pairs).
+) -> tuple[list[tuple[str, str]], bytes | None]:
+    """The headers to send upstream, as aiohttp wants them (str pairs), and the
+    client's `Content-Length` if it sent one.
 
     `drop` names further headers to withhold (credentials the gateway consumed);
     `extra` adds headers after the client's, replacing none of them.
     """
     out: list[tuple[str, str]] = []
     host = b""
-    forwarded_for = proto = forwarded_host = None
-    listed: frozenset[bytes] | None = None
+    length = forwarded_for = proto = forwarded_host = None
+    listed: frozenset[bytes] = frozenset()
     values: list[bytes] = []
     for name, value in headers:
         if name in _REQUEST_DROP or name in drop:
             if name == b"host":
                 host = value
             elif name == b"connection":
-                listed = _connection_listed(((name, value),))
+                listed = _connection_listed(value)
             continue
         if name in _FORWARDING:
             if trusted:
@@ -127,6 +131,8 @@ def request_headers(
                     forwarded_host = value
                 out.append((name.decode("latin-1"), value.decode("latin-1")))
             continue
+        if name == b"content-length":
+            length = value
         values.append(value)
         out.append((name.decode("latin-1"), value.decode("latin-1")))
     if values:
@@ -147,18 +153,18 @@ def request_headers(
         out.append(("X-Forwarded-Host", host.decode("latin-1")))
     out.append(("X-Request-ID", request_id))
     out.extend(extra)
-    return out
+    return out, length
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
     """The upstream's response headers as ASGI wants them, minus hop-by-hop ones."""
     out: Headers = []
-    listed: frozenset[bytes] | None = None
+    listed: frozenset[bytes] = frozenset()
     for name, value in raw:
         lower = name.lower()
         if lower in _RESPONSE_DROP:
             if lower == b"connection":
-                listed = _connection_listed(((lower, value),))
+                listed = _connection_listed(value)
             continue
         out.append((lower, value))
     if listed:

@@ -9,6 +9,7 @@ prefix is never tried instead, so what a path reaches never depends on its metho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ferryman.config.gateway import Gateway, Route
 from ferryman.errors import MethodNotAllowed, NotFound
@@ -26,7 +27,8 @@ class CompiledRoute:
     host_suffix: str | None
     upstream: str
     strip_segments: int
-    upstream_path: str
+    target_prefix: str
+    """The upstream URL's path prefix and the route's `upstream_path`, joined."""
     auth: tuple[str, ...]
     max_body_size: int
     spec: Route
@@ -39,8 +41,10 @@ class CompiledRoute:
         return host == self.host
 
 
-def compile_route(route: Route, default_max_body: int) -> CompiledRoute:
+def compile_route(route: Route, default_max_body: int, upstream_url: str) -> CompiledRoute:
     host_suffix = route.host[1:] if route.host and route.host.startswith("*.") else None
+    upstream_prefix = urlsplit(upstream_url).path.rstrip("/")
+    extra = "" if route.upstream_path == "/" else route.upstream_path
     return CompiledRoute(
         name=route.label,
         prefix=route.path,
@@ -49,7 +53,7 @@ def compile_route(route: Route, default_max_body: int) -> CompiledRoute:
         host_suffix=host_suffix,
         upstream=route.upstream,
         strip_segments=segment_count(route.path) if route.strip_prefix else 0,
-        upstream_path="" if route.upstream_path == "/" else route.upstream_path,
+        target_prefix=upstream_prefix + extra,
         auth=route.auth,
         max_body_size=int(route.max_body_size or default_max_body),
         spec=route,
@@ -73,7 +77,12 @@ class RouteTable:
     @classmethod
     def from_gateway(cls, gateway: Gateway) -> RouteTable:
         default = int(gateway.security.max_body_size)
-        return cls([compile_route(route, default) for route in gateway.routes])
+        return cls(
+            [
+                compile_route(route, default, gateway.upstreams[route.upstream].url)
+                for route in gateway.routes
+            ]
+        )
 
     def match(self, method: str, host: str, path: str) -> CompiledRoute:
         """The route for this request, or NotFound / MethodNotAllowed."""

@@ -5,9 +5,9 @@ by chunk as aiohttp reads them. Only a response that declares a small
 `Content-Length` (and is not an event stream) is read whole first, which lets a
 failure inside it still be answered with a clean 502.
 
-While the upstream works, a watcher waits for the client's `http.disconnect`; if the
-client leaves before the response is complete the handling task is cancelled, which
-closes the upstream connection and so cancels the upstream request.
+While the upstream works, the client is watched (`ferryman.proxy.client`); if it
+leaves before the response is complete the handling task is cancelled, which closes
+the upstream connection and so cancels the upstream request.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import structlog
 from ferryman.errors import GatewayError, UpstreamError
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
-from ferryman.proxy.body import ClientDisconnected, RequestBody, declared_length
+from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
 from ferryman.proxy.headers import TrustedProxies, request_headers, response_headers
 from ferryman.proxy.paths import check_query, join_path, strip_segments
 from ferryman.proxy.routing import CompiledRoute
@@ -45,16 +45,6 @@ _NO_BODY_STATUS = frozenset({204, 304})
 class StreamAborted(Exception):
     """The upstream failed after the response had started: the client's connection is
     closed without a proper end, so a truncated body is never mistaken for a whole one."""
-
-
-async def _watch_disconnect(
-    receive: Receive, ctx: RequestContext, task: asyncio.Task[object]
-) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    if not ctx.response_done:
-        ctx.client_gone = True
-        task.cancel()
 
 
 class Forwarder:
@@ -83,60 +73,43 @@ class Forwarder:
         """Forward, or raise GatewayError before any response byte was sent."""
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
-        method: str = scope["method"]
         query: bytes = scope["query_string"]
-        check_query(query)
-        path = join_path(
-            upstream.path_prefix + route.upstream_path,
-            strip_segments(raw_path, route.strip_segments),
-        )
+        if query:
+            check_query(query)
+        path = join_path(route.target_prefix, strip_segments(raw_path, route.strip_segments))
         url = upstream.url(path, query)
-
         peer = scope["client"][0] if scope.get("client") else ""
-        headers_in = scope["headers"]
-        length_header = None
-        for name, value in headers_in:
-            if name == b"content-length":
-                length_header = value
-                break
-        declared_length(length_header, route.max_body_size)
         if upstream.credential_header is not None:
             extra_headers = [*extra_headers, upstream.credential_header]
-        headers = request_headers(
-            headers_in,
+        headers, length = request_headers(
+            scope["headers"],
             peer=peer,
             scheme=scope.get("scheme", "http"),
             request_id=ctx.correlation_id,
             trusted=self._trusted.trusts(peer),
             extra=extra_headers,
         )
-
-        task: asyncio.Task[object] | None = asyncio.current_task()
-        assert task is not None
-        watcher: asyncio.Task[None] | None = None
-
-        def body_complete() -> None:
-            nonlocal watcher
-            watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, ctx, task))
-
-        body = RequestBody(receive, ctx, route.max_body_size, body_complete)
+        declared_length(length, route.max_body_size)
+        method: str = scope["method"]
+        client = ClientStream(receive, ctx, route.max_body_size)
         response: aiohttp.ClientResponse | None = None
         try:
             try:
-                data = await body.first()
+                data = await client.first()
             except ClientDisconnected:
                 ctx.client_gone = True
                 return
-            response = await self._exchange(upstream, method, url, headers, data, body, ctx)
+            response = await self._exchange(upstream, method, url, headers, data, client, ctx)
             await self._relay(response, send, ctx, method, route.name)
         except asyncio.CancelledError:
             if ctx.client_gone:
-                task.uncancel()
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
                 return
             raise
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            client.close()
             if response is not None:
                 if ctx.response_done:
                     response.release()
@@ -150,7 +123,7 @@ class Forwarder:
         url: object,
         headers: list[tuple[str, str]],
         data: bytes | AsyncIterator[bytes],
-        body: RequestBody,
+        body: ClientStream,
         ctx: RequestContext,
     ) -> aiohttp.ClientResponse:
         # aiohttp itself retries an idempotent request once on a dead pooled connection.
@@ -169,12 +142,12 @@ class Forwarder:
         return response
 
     def _failed(
-        self, upstream: UpstreamClient, exc: BaseException, body: RequestBody
+        self, upstream: UpstreamClient, exc: BaseException, body: ClientStream
     ) -> GatewayError | ClientDisconnected:
         if body.error is not None:
             return body.error
         error = translate(exc, upstream.name)
-        self._metrics.upstream_errors.labels(upstream.name, reason(error)).inc()
+        self._metrics.upstream_error(upstream.name, reason(error))
         return error
 
     async def _relay(
@@ -231,7 +204,7 @@ class Forwarder:
 
     def _failed_midway(self, upstream: str, exc: BaseException) -> UpstreamError:
         error = translate(exc, upstream)
-        self._metrics.upstream_errors.labels(upstream, reason(error)).inc()
+        self._metrics.upstream_error(upstream, reason(error))
         return error
 
 
