@@ -153,7 +153,7 @@ def build_stack(app: Ferryman) -> ASGIApp:
         stack = Cors(stack, security.cors, app.responder)
     if "*" not in security.trusted_hosts:
         stack = TrustedHost(stack, security.trusted_hosts, app.responder)
-    return Observe(stack, app.metrics, app.trusted)
+    return Observe(stack, app.metrics, app.trusted, app.responder)
 
 
 def create_app() -> Ferryman:

@@ -231,3 +231,25 @@ async def test_websocket_handshakes_are_refused(settings: Settings, upstream: Fa
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(f"{gw.url}/ws")
         assert info.value.status == 403
+
+
+async def test_an_unexpected_error_is_a_json_500_and_logged(
+    settings: Settings, upstream: FakeUpstream, logs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferryman.proxy.streaming import Forwarder
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the gateway")
+
+    monkeypatch.setattr(Forwarder, "forward", broken)
+    async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
+        async with http.get(f"{gw.url}/echo") as r:
+            assert r.status == 500
+            body = await r.json()
+            assert_error_format(body, "internal_error", r.headers["X-Request-ID"])
+            assert "bug" not in body["message"]
+        async with http.get(f"{gw.url}/health/live") as r:
+            assert r.status == 200
+    errors = logs.events("unhandled_error")
+    assert errors and errors[0]["correlation_id"] == body["correlation_id"]
+    assert "RuntimeError: a bug in the gateway" in errors[0]["exception"]

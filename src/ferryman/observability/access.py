@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
+import structlog
+
+from ferryman.errors import GatewayError
 from ferryman.observability.context import SCOPE_KEY, RequestContext, pick_request_id
 from ferryman.observability.logging import (
     level_enabled,
@@ -14,8 +17,11 @@ from ferryman.observability.logging import (
     write_line,
 )
 from ferryman.observability.metrics import Metrics
+from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import TrustedProxies
 from ferryman.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("ferryman.access")
 
 #: Routes answered by the gateway itself; logged at debug level when they succeed.
 QUIET_ROUTES = frozenset({"health", "metrics"})
@@ -38,10 +44,13 @@ class Observe:
     returned on every response.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, trusted: TrustedProxies) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, trusted: TrustedProxies, responder: Responder
+    ) -> None:
         self.app = app
         self._metrics = metrics
         self._trusted = trusted
+        self._responder = responder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -77,10 +86,16 @@ class Observe:
         metrics.request_started()
         try:
             await self.app(scope, receive, observed_send)
-        except BaseException as exc:
-            if ctx.error is None:
-                ctx.error = type(exc).__name__
-            raise
+        except Exception as exc:
+            if ctx.status or ctx.client_gone or scope["type"] != "http":
+                if ctx.error is None:
+                    ctx.error = type(exc).__name__
+                raise
+            # A bug, not a client's or an upstream's doing: say so in the error format.
+            log.exception("unhandled_error", correlation_id=ctx.correlation_id, route=ctx.route)
+            ctx.error = "internal_error"
+            error = GatewayError("the gateway failed to handle this request")
+            await self._responder.error(observed_send, error, ctx.correlation_id)
         finally:
             metrics.request_finished()
             self._record(scope, ctx)
