@@ -90,6 +90,7 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "secret_key": "test-secret-key-" + "x" * 32,
             "encryption_keys": "k1:" + "A" * 43 + "=",
+            "log_flush_interval": 0,
             **overrides,
         }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

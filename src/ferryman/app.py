@@ -19,6 +19,7 @@ from ferryman.observability.access import Observe
 from ferryman.observability.health import Readiness, SystemRoutes
 from ferryman.observability.logging import configure_logging
 from ferryman.observability.metrics import create_metrics
+from ferryman.observability.recorder import RequestRecorder
 from ferryman.observability.responses import Responder
 from ferryman.proxy.dispatcher import Proxy
 from ferryman.proxy.headers import TrustedProxies
@@ -48,6 +49,7 @@ class Ferryman:
         self.settings = settings
         self.gateway = gateway
         self.metrics = create_metrics()
+        self.recorder = RequestRecorder(self.metrics, interval=settings.log_flush_interval)
         self.responder = Responder(gateway.security)
         self.readiness = Readiness()
         self.trusted = TrustedProxies(settings.trusted_proxies)
@@ -95,6 +97,7 @@ class Ferryman:
             await self.database.dispose()
             self.database = None
         self.metrics.close()
+        self.recorder.flush()
         log.info("ferryman_stopped")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,13 +150,13 @@ def build_stack(app: Ferryman) -> ASGIApp:
         stack,
         app.responder,
         app.readiness,
-        app.metrics if app.settings.metrics_enabled else None,
+        app.recorder if app.settings.metrics_enabled else None,
     )
     if security.cors is not None:
         stack = Cors(stack, security.cors, app.responder)
     if "*" not in security.trusted_hosts:
         stack = TrustedHost(stack, security.trusted_hosts, app.responder)
-    return Observe(stack, app.metrics, app.trusted, app.responder)
+    return Observe(stack, app.metrics, app.trusted, app.responder, app.recorder)
 
 
 def create_app() -> Ferryman:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
+    log_flush_interval: float = Field(default=0.1, ge=0, le=10)
+    """Seconds a finished request's access line and metrics may wait to be accounted in a
+    batch (a scrape of /metrics never waits); 0 accounts for each at once."""
+
     openrouter_url: str = "https://openrouter.ai/api/v1"
     """Base URL of the built-in OpenRouter gateway (used when no config file is given)."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from ferryman import __version__
 from ferryman.errors import MethodNotAllowed
 from ferryman.observability.context import SCOPE_KEY, RequestContext
-from ferryman.observability.metrics import Metrics
+from ferryman.observability.recorder import RequestRecorder
 from ferryman.observability.responses import Responder
 from ferryman.types import ASGIApp, Receive, Scope, Send
 
@@ -71,13 +71,13 @@ class SystemRoutes:
         app: ASGIApp,
         responder: Responder,
         readiness: Readiness,
-        metrics: Metrics | None,
+        recorder: RequestRecorder | None,
     ) -> None:
         self.app = app
         self._responder = responder
         self._readiness = readiness
-        self._metrics = metrics
-        self._paths = LIVE_PATHS | READY_PATHS | ({METRICS_PATH} if metrics else set())
+        self._recorder = recorder
+        self._paths = LIVE_PATHS | READY_PATHS | ({METRICS_PATH} if recorder else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -99,6 +99,7 @@ class SystemRoutes:
             ready, report = await self._readiness.report()
             await self._responder.json(send, 200 if ready else 503, report, head=head)
         else:
-            assert self._metrics is not None
-            body, content_type = self._metrics.render()
+            assert self._recorder is not None
+            self._recorder.flush()  # every finished request counts in this scrape
+            body, content_type = self._recorder.metrics.render()
             await self._responder.send(send, 200, body, content_type=content_type, head=head)

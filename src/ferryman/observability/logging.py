@@ -142,14 +142,13 @@ _ts_cache: tuple[int, str] = (0, "")
 
 def timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """ISO-8601 UTC with milliseconds, the second-level part formatted once a second."""
-    event_dict["timestamp"] = now_iso()
+    event_dict["timestamp"] = iso_time(time.time())
     return event_dict
 
 
-def now_iso() -> str:
-    """The current time as ISO-8601 UTC with milliseconds."""
+def iso_time(now: float) -> str:
+    """A `time.time()` value as ISO-8601 UTC with milliseconds."""
     global _ts_cache
-    now = time.time()
     second = int(now)
     if _ts_cache[0] != second:
         _ts_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
@@ -169,20 +168,6 @@ class Sink:
     stream: BinaryIO = sys.stdout.buffer
     level = logging.INFO
     json = True
-
-
-def level_enabled(level: int) -> bool:
-    return level >= Sink.level
-
-
-def write_line(fields: dict[str, Any]) -> None:
-    """Write one already-safe event as a line, bypassing the processors (hot path)."""
-    if Sink.json:
-        Sink.stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
-        Sink.stream.flush()
-        return
-    event = fields.pop("event")
-    structlog.get_logger("ferryman.access").log(Sink.level, event, **fields)
 
 
 class _StreamAbortFilter(logging.Filter):

@@ -68,6 +68,10 @@ def _method_label(method: str) -> str:
 class Metrics:
     """What the gateway counts; see the module docstring for the two implementations."""
 
+    #: May requests be counted in batches? Only when one process answers the scrapes:
+    #: another worker's scrape cannot wait for this worker's batch.
+    batched = True
+
     def request_started(self) -> None:
         raise NotImplementedError
 
@@ -174,6 +178,8 @@ class LocalMetrics(Metrics, Collector):
 
 class SharedMetrics(Metrics):
     """prometheus-client's multiprocess mode, for several workers."""
+
+    batched = False
 
     def __init__(self) -> None:
         r = CollectorRegistry()
