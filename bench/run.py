@@ -322,14 +322,18 @@ def _vm_rss_kb(pid: int) -> int:
     return 0
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and all its descendants, in MB (MiB)."""
-    total, pending = 0, [pid]
+def _tree(pid: int) -> Iterator[int]:
+    """`pid` and all its descendants."""
+    pending = [pid]
     while pending:
         current = pending.pop()
-        total += _vm_rss_kb(current)
+        yield current
         pending.extend(_children(current))
-    return total / 1024
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and all its descendants, in MB (MiB)."""
+    return sum(_vm_rss_kb(p) for p in _tree(pid)) / 1024
 
 
 # --------------------------------------------------------------------------- other load
@@ -355,12 +359,7 @@ def _process_seconds(pid: int) -> float:
 
 def _tree_seconds(pid: int) -> float:
     """CPU seconds of a process and its children (steal time is not CPU time)."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        total += _process_seconds(current)
-        pending.extend(_children(current))
-    return total
+    return sum(_process_seconds(p) for p in _tree(pid))
 
 
 @dataclass(frozen=True)
@@ -392,12 +391,7 @@ class CpuMeter:
     def _ours(self) -> float:
         own = os.times()
         total = own.user + own.system + own.children_user + own.children_system
-        pending = list(self.pids)
-        while pending:
-            pid = pending.pop()
-            total += _process_seconds(pid)
-            pending.extend(_children(pid))
-        return total
+        return total + sum(_tree_seconds(pid) for pid in self.pids)
 
     def snapshot(self) -> tuple[float, float, float, float]:
         busy, steal = _machine_seconds()

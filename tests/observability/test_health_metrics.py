@@ -121,33 +121,7 @@ async def test_metrics_can_be_turned_off(settings_factory: object, upstream: Fak
     settings = settings_factory(metrics_enabled=False)  # type: ignore[operator]
     async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
         async with http.get(f"{gw.url}/metrics") as r:
-            # Without the endpoint the path is just another request for the route.
-            assert r.headers.get("X-Content-Type-Options") is None or r.status != 200
-            assert "ferryman_requests" not in await r.text()
-
-
-def test_local_histograms_are_cumulative_and_exact() -> None:
-    from ferryman.observability.metrics import LocalMetrics
-
-    metrics = LocalMetrics()
-    for seconds in (0.0005, 0.001, 0.003, 0.2, 400.0):
-        metrics.observe_request("r", "GET", 200, seconds)
-    metrics.observe_request("r", "BREW", 418, 0.01)
-    metrics.request_started()
-    text = metrics.render()[0].decode()
-    buckets = {
-        dict(labels)["le"]: value
-        for labels, value in samples(text, "ferryman_request_duration_seconds_bucket").items()
-    }
-    assert buckets["0.001"] == 2  # le is inclusive
-    assert buckets["0.005"] == 3
-    assert buckets["0.01"] == 4
-    assert buckets["0.25"] == 5
-    assert buckets["300.0"] == 5
-    assert buckets["+Inf"] == 6
-    assert samples(text, "ferryman_request_duration_seconds_count")[(("route", "r"),)] == 6
-    total = samples(text, "ferryman_request_duration_seconds_sum")[(("route", "r"),)]
-    assert abs(total - 400.2145) < 1e-9
-    requests = samples(text, "ferryman_requests_total")
-    assert requests[(("method", "OTHER"), ("route", "r"), ("status", "418"))] == 1
-    assert samples(text, "ferryman_requests_in_flight")[()] == 1
+            # Without the endpoint the path is just another request for the route:
+            # the upstream (aiohttp) answers its own plain-text 404.
+            assert r.status == 404
+            assert await r.text() == "404: Not Found"

@@ -21,6 +21,15 @@ def header_values(echo: dict[str, Any], name: str) -> list[str]:
     return [v for k, v in echo["headers"] if k.lower() == name.lower()]
 
 
+async def echoed(
+    settings: Settings, upstream: FakeUpstream, headers: dict[str, str]
+) -> tuple[dict[str, Any], str]:
+    """What the upstream saw of one GET /echo through the gateway, and the request id."""
+    async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
+        async with http.get(f"{gw.url}/echo", headers=headers) as r:
+            return await r.json(), r.headers["X-Request-ID"]
+
+
 async def test_method_path_query_and_body_pass_through_exactly(
     settings: Settings, upstream: FakeUpstream
 ) -> None:
@@ -39,18 +48,15 @@ async def test_method_path_query_and_body_pass_through_exactly(
 async def test_upstream_sees_its_own_host_and_forwarding_headers(
     settings: Settings, upstream: FakeUpstream
 ) -> None:
-    async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
-        headers = {
-            "Host": "gateway.example",
-            "X-Forwarded-For": "6.6.6.6",
-            "X-Forwarded-Host": "evil.example",
-            "X-Forwarded-Proto": "gopher",
-            "Forwarded": "for=6.6.6.6",
-            "X-Real-IP": "6.6.6.6",
-        }
-        async with http.get(f"{gw.url}/echo", headers=headers) as r:
-            echo = await r.json()
-            request_id = r.headers["X-Request-ID"]
+    headers = {
+        "Host": "gateway.example",
+        "X-Forwarded-For": "6.6.6.6",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "gopher",
+        "Forwarded": "for=6.6.6.6",
+        "X-Real-IP": "6.6.6.6",
+    }
+    echo, request_id = await echoed(settings, upstream, headers)
     assert header_values(echo, "Host") == [f"127.0.0.1:{upstream.port}"]
     assert header_values(echo, "X-Forwarded-For") == ["127.0.0.1"]
     assert header_values(echo, "X-Forwarded-Host") == ["gateway.example"]
@@ -88,18 +94,16 @@ async def test_request_id_is_kept_when_sane_and_replaced_when_not(
 async def test_hop_by_hop_request_headers_are_dropped(
     settings: Settings, upstream: FakeUpstream
 ) -> None:
-    async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
-        headers = {
-            "Connection": "keep-alive, X-Private-Hop",
-            "X-Private-Hop": "secret-hop",
-            "Keep-Alive": "timeout=5",
-            "TE": "trailers",
-            "Proxy-Authorization": "Basic Zm9vOmJhcg==",
-            "Upgrade": "h2c",
-            "X-Kept": "yes",
-        }
-        async with http.get(f"{gw.url}/echo", headers=headers) as r:
-            echo = await r.json()
+    headers = {
+        "Connection": "keep-alive, X-Private-Hop",
+        "X-Private-Hop": "secret-hop",
+        "Keep-Alive": "timeout=5",
+        "TE": "trailers",
+        "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+        "Upgrade": "h2c",
+        "X-Kept": "yes",
+    }
+    echo, _ = await echoed(settings, upstream, headers)
     names = {k.lower() for k, _ in echo["headers"]}
     assert "x-kept" in names
     for dropped in ("x-private-hop", "keep-alive", "te", "proxy-authorization", "upgrade"):
@@ -166,9 +170,9 @@ async def test_redirects_are_passed_to_the_client_not_followed(
         ) as r:
             assert r.status == 302
             assert r.headers["Location"] == target
-    assert [req["path"] for req in upstream.seen.requests] == [
-        "/redirect?to=https://elsewhere.example/landing?x%3D1"
-    ] or len(upstream.seen.requests) == 1
+    # Exactly one upstream request: the redirect was not followed.
+    assert len(upstream.seen.requests) == 1
+    assert str(upstream.seen.requests[0]["path"]).startswith("/redirect?to=https")
 
 
 async def test_compressed_bodies_pass_through_untouched(
