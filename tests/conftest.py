@@ -90,6 +90,10 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "secret_key": "test-secret-key-" + "x" * 32,
             "encryption_keys": "k1:" + "A" * 43 + "=",
+            "key_pepper": "test-pepper-" + "p" * 32,
+            "password_hash_time_cost": 1,
+            "password_hash_memory_kib": 64,
+            "password_hash_parallelism": 1,
             "log_flush_interval": 0,
             **overrides,
         }

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ferryman import __version__
+from ferryman.api.app import ManagementMount, create_management_app
+from ferryman.auth.services import Auth
+from ferryman.clock import Clock
 from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway, load_settings
 from ferryman.config.secrets import Secrets, ensure_secrets
@@ -30,6 +33,7 @@ from ferryman.store import meta, migrate
 from ferryman.store.engine import Database, create_database
 from ferryman.store.redis import connect_redis
 from ferryman.store.redis import ping as redis_ping
+from ferryman.tasks import Periodic
 from ferryman.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -45,9 +49,10 @@ class Ferryman:
     upstream pools, and `shutdown` closes them in reverse.
     """
 
-    def __init__(self, settings: Settings, gateway: Gateway) -> None:
+    def __init__(self, settings: Settings, gateway: Gateway, clock: Clock | None = None) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.clock = clock or Clock()
         self.metrics = create_metrics()
         self.recorder = RequestRecorder(self.metrics, interval=settings.log_flush_interval)
         self.responder = Responder(gateway.security)
@@ -60,6 +65,11 @@ class Ferryman:
         self.secrets: Secrets | None = None
         self.database: Database | None = None
         self.redis: Redis | None = None
+        self.auth: Auth | None = None
+        self.tasks: list[Periodic] = []
+        self.management = create_management_app(settings.docs_enabled)
+        forwarder = Forwarder(self.upstreams, self.metrics, self.trusted)
+        self.proxy = Proxy(self.table, forwarder, self.responder)
         self._stack = build_stack(self)
 
     async def startup(self) -> None:
@@ -71,6 +81,7 @@ class Ferryman:
             redis = connect_redis(self.settings.redis_url)
             self.redis = redis
             self.readiness.add("redis", lambda: redis_ping(redis))
+        await self._start_identity(self.database)
         for upstream in self.upstreams.values():
             await upstream.start()
         # Everything built so far lives as long as the process. Moving it out of the
@@ -87,7 +98,37 @@ class Ferryman:
             upstreams=sorted(self.upstreams),
         )
 
+    async def _start_identity(self, database: Database) -> None:
+        assert self.secrets is not None
+        settings = self.settings
+        ttl = settings.credential_cache_ttl
+        if settings.workers > 1 and self.redis is None and ttl > 1.0:
+            # No channel to tell other workers of a revocation: keep staleness to 1 s.
+            ttl = 1.0
+            log.info("credential_cache_ttl_capped", ttl=ttl, reason="workers without Redis")
+        auth = Auth(database, settings, self.secrets, self.clock, cache_ttl=ttl)
+        self.auth = auth
+        if self.redis is not None:
+            try:
+                await auth.invalidations.connect(self.redis, settings.redis_prefix)
+            except Exception as exc:
+                log.warning("invalidations_unavailable", error=str(exc))
+        if settings.admin_username and settings.admin_password:
+            await auth.users.ensure_admin(
+                settings.admin_username, settings.admin_password.get_secret_value()
+            )
+        self.management.state.auth = auth
+        self.proxy.install_auth(auth)
+        touches = Periodic("credential_last_used", 30.0, lambda: auth.touches.flush(database))
+        touches.start()
+        self.tasks.append(touches)
+
     async def shutdown(self) -> None:
+        for task in self.tasks:
+            await task.stop()
+        self.tasks.clear()
+        if self.auth is not None:
+            await self.auth.invalidations.close()
         for upstream in self.upstreams.values():
             await upstream.close()
         if self.redis is not None:
@@ -142,10 +183,10 @@ async def prepare_database(database: Database, migrate_now: bool) -> None:
 
 
 def build_stack(app: Ferryman) -> ASGIApp:
-    """The request path, outermost first: observe → trusted host → CORS → system → proxy."""
+    """The request path, outermost first:
+    observe → trusted host → CORS → health/metrics → management API → proxy."""
     security = app.gateway.security
-    forwarder = Forwarder(app.upstreams, app.metrics, app.trusted)
-    stack: ASGIApp = Proxy(app.table, forwarder, app.responder)
+    stack: ASGIApp = ManagementMount(app.proxy, app.management, app.responder)
     stack = SystemRoutes(
         stack,
         app.responder,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
@@ -16,6 +17,9 @@ from ferryman import __version__
 from ferryman.config.loading import load_gateway_file, load_settings
 from ferryman.errors import FerrymanError
 from ferryman.observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    from ferryman.auth.services import Auth
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,7 +105,7 @@ def migrate(revision: str, down_to: str | None, status: bool) -> None:
     from ferryman.store.engine import create_database
 
     settings = load_settings()
-    configure_logging("warning", settings.log_format)
+    configure_logging("warning", settings.log_format, stream=sys.stderr.buffer)
 
     async def run() -> str:
         database = create_database(settings)
@@ -122,3 +126,98 @@ def migrate(revision: str, down_to: str | None, status: bool) -> None:
             await database.dispose()
 
     click.echo(asyncio.run(run()))
+
+
+@asynccontextmanager
+async def _identity() -> AsyncIterator[Auth]:
+    """The identity services on the configured database (migrated first if allowed)."""
+    from ferryman.app import prepare_database
+    from ferryman.auth.services import Auth
+    from ferryman.clock import Clock
+    from ferryman.config.secrets import ensure_secrets
+    from ferryman.store.engine import create_database
+
+    settings = load_settings()
+    configure_logging("warning", settings.log_format, stream=sys.stderr.buffer)
+    secrets = ensure_secrets(settings)
+    database = create_database(settings)
+    try:
+        await prepare_database(database, settings.migrate_on_start)
+        yield Auth(database, settings, secrets, Clock())
+    finally:
+        await database.dispose()
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@main.group()
+def admin() -> None:
+    """Administrator accounts."""
+
+
+@admin.command("create")
+@click.option("--username", required=True, help="The admin's username.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@_friendly
+def admin_create(username: str, password_stdin: bool) -> None:
+    """Create an admin account (or make an existing account an admin).
+
+    The password is asked for on the terminal, or read from stdin with
+    --password-stdin; it never appears on the command line.
+    """
+    from ferryman.store import users
+
+    password = _read_password(password_stdin)
+
+    async def run() -> str:
+        async with _identity() as auth:
+            existing = await users.by_login(auth.db, username.strip().lower())
+            user = await auth.users.ensure_admin(username, password)
+            if existing is None:
+                return f"created admin {user.username} ({user.id})"
+            return f"{user.username} already exists; it is an active admin ({user.id})"
+
+    click.echo(asyncio.run(run()))
+
+
+@main.group()
+def keys() -> None:
+    """Client API keys."""
+
+
+@keys.command("create")
+@click.option("--user", "username", required=True, help="Username (or email) of the owner.")
+@click.option("--name", required=True, help="A name for the key.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="A scope (repeatable): proxy, stats:read. Default: proxy.",
+)
+@_friendly
+def keys_create(username: str, name: str, scopes: tuple[str, ...]) -> None:
+    """Create a client API key and print it (shown once, never stored in clear).
+
+    The key alone goes to standard output, its id and details to standard error, so
+    `KEY=$(ferryman keys create ...)` captures just the key.
+    """
+    from ferryman.errors import NotFound
+    from ferryman.store import users
+
+    async def run() -> tuple[str, str]:
+        async with _identity() as auth:
+            user = await users.by_login(auth.db, username.strip().lower())
+            if user is None:
+                raise NotFound(f"no user {username!r}")
+            key, raw = await auth.api_keys.create(user.id, name, scopes or ("proxy",))
+            details = f"key {key.id} ({key.masked}) for {user.username}, scopes {list(key.scopes)}"
+            return raw, details
+
+    raw, details = asyncio.run(run())
+    click.echo(details, err=True)
+    click.echo(raw)

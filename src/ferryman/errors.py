@@ -10,7 +10,9 @@
           ├── Forbidden              403
           ├── NotFound               404 no_route
           ├── MethodNotAllowed       405, with Allow
+          ├── Conflict               409 (a username, a limit reached, ...)
           ├── PayloadTooLarge        413
+          ├── TooManyRequests        429, with Retry-After
           ├── ServiceUnavailable     503
           └── UpstreamError          502 upstream_error
                ├── UpstreamConnectError   502 (also ConnectionError): refused, reset, DNS
@@ -69,7 +71,9 @@ class Unauthorized(GatewayError):
     status = 401
     code = "unauthorized"
 
-    def __init__(self, message: str, *, code: str | None = None, challenge: str = "Bearer") -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, challenge: str = 'Bearer realm="ferryman"'
+    ) -> None:
         super().__init__(message, code=code, headers=[(b"www-authenticate", challenge.encode())])
 
 
@@ -90,6 +94,20 @@ class MethodNotAllowed(GatewayError):
     def __init__(self, message: str, *, allow: tuple[str, ...]) -> None:
         super().__init__(message, headers=[(b"allow", ", ".join(allow).encode())])
         self.allow = allow
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers=[(b"retry-after", str(retry_after).encode())])
+        self.retry_after = retry_after
 
 
 class PayloadTooLarge(GatewayError):

@@ -29,7 +29,7 @@ def test_generated_once_with_private_permissions_and_a_log_line(tmp_path: Path) 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     generated = sorted(e["name"] for e in logs if e["event"] == "secret_generated")
-    assert generated == ["encryption_keys", "secret_key"]
+    assert generated == ["encryption_keys", "key_pepper", "secret_key"]
     text = str(logs)
     assert first.secret_key.get_secret_value() not in text
 
@@ -46,13 +46,18 @@ def test_generated_once_with_private_permissions_and_a_log_line(tmp_path: Path) 
 def test_environment_values_win_and_are_never_written(tmp_path: Path) -> None:
     data = tmp_path / "data"
     secrets = ensure_secrets(
-        settings_for(data, secret_key="from-env", encryption_keys="k9:" + "B" * 43 + "=")
+        settings_for(
+            data,
+            secret_key="from-env",
+            encryption_keys="k9:" + "B" * 43 + "=",
+            key_pepper="pepper-from-env-0123456789",
+        )
     )
     assert secrets.secret_key.get_secret_value() == "from-env"
     assert not (data / "secrets.json").exists()
     partial = ensure_secrets(settings_for(data, secret_key="from-env"))
     stored = json.loads((data / "secrets.json").read_text())
-    assert set(stored) == {"encryption_keys"}
+    assert set(stored) == {"encryption_keys", "key_pepper"}
     assert partial.encryption_keys.get_secret_value() == stored["encryption_keys"]
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
+IdentityField = Literal["user_id", "username", "role", "credential_id", "kind"]
 Provider = Literal["generic", "openai", "openrouter"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -30,6 +31,23 @@ _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*
 RESERVED_PATHS = frozenset(
     {"/health", "/health/live", "/health/ready", "/liveness", "/readiness", "/metrics"}
 )
+
+#: Prefixes of the management API; a route can neither take them nor sit inside them.
+MANAGEMENT_PREFIXES = (
+    "/api/v1/auth",
+    "/api/v1/users",
+    "/api/v1/keys",
+    "/api/v1/tokens",
+    "/api/v1/admin",
+    "/docs",
+    "/openapi.json",
+)
+
+#: Headers an access pass route forwards unless told otherwise (seed 002).
+PASS_IDENTITY_HEADERS: dict[str, IdentityField] = {
+    "X-User-Id": "user_id",
+    "X-Token-Id": "credential_id",
+}
 
 
 class _Model(BaseModel):
@@ -167,7 +185,18 @@ class Route(_Model):
     upstream_path: str = "/"
     """Put in front of the forwarded path, after the upstream URL's own prefix."""
     auth: tuple[AuthKind, ...] = ("none",)
-    """Credential kinds accepted; `none` lets anyone through."""
+    """Credential kinds accepted, tried in this order; `none` lets anyone through."""
+    api_key_headers: tuple[str, ...] = ()
+    """Headers that may carry a client key besides `Authorization: Bearer` and
+    `X-API-Key` (seed 000 uses `X-Client-API-Key`)."""
+    scopes: tuple[str, ...] | None = None
+    """Scopes a client key needs here; default `[proxy]` when `api_key` is accepted."""
+    permissions: tuple[str, ...] = ()
+    """Permissions the caller's account needs (`read:users`); admins have all."""
+    identity_headers: dict[str, IdentityField] | None = None
+    """Headers to tell the upstream who called (`{X-User-Id: user_id}`); by default
+    `X-User-Id` and `X-Token-Id` on routes that accept access passes, none elsewhere.
+    Copies the client sent are always removed."""
     max_body_size: ByteSize | None = None
     """Overrides `security.max_body_size` for this route."""
 
@@ -177,6 +206,9 @@ class Route(_Model):
         prefix = normalise_prefix(value)
         if prefix in RESERVED_PATHS:
             raise ValueError(f"{prefix} is answered by the gateway itself")
+        for reserved in MANAGEMENT_PREFIXES:
+            if prefix == reserved or prefix.startswith(reserved + "/"):
+                raise ValueError(f"{prefix} is inside the management API ({reserved})")
         return prefix
 
     @field_validator("upstream_path")
@@ -216,9 +248,51 @@ class Route(_Model):
             raise ValueError("'none' cannot be combined with other kinds")
         return tuple(dict.fromkeys(value))
 
+    @field_validator("api_key_headers")
+    @classmethod
+    def _check_key_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for header in value:
+            if not _TOKEN.match(header):
+                raise ValueError(f"{header!r} is not a valid header name")
+        return value
+
+    @field_validator("identity_headers")
+    @classmethod
+    def _check_identity_headers(
+        cls, value: dict[str, IdentityField] | None
+    ) -> dict[str, IdentityField] | None:
+        for header in value or {}:
+            if not _TOKEN.match(header):
+                raise ValueError(f"{header!r} is not a valid header name")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_fits_kinds(self) -> Route:
+        open_route = self.auth == ("none",)
+        for name in ("permissions", "api_key_headers", "identity_headers"):
+            if open_route and getattr(self, name):
+                raise ValueError(f"{name} needs a credential kind in auth")
+        if self.scopes is not None and "api_key" not in self.auth:
+            raise ValueError("scopes apply to client keys: add api_key to auth")
+        if self.api_key_headers and "api_key" not in self.auth:
+            raise ValueError("api_key_headers apply to client keys: add api_key to auth")
+        return self
+
     @property
     def label(self) -> str:
         return self.name or self.path
+
+    @property
+    def required_scopes(self) -> tuple[str, ...]:
+        if "api_key" not in self.auth:
+            return ()
+        return self.scopes if self.scopes is not None else ("proxy",)
+
+    @property
+    def forwarded_identity(self) -> dict[str, IdentityField]:
+        if self.identity_headers is not None:
+            return self.identity_headers
+        return dict(PASS_IDENTITY_HEADERS) if "access_pass" in self.auth else {}
 
 
 class Cors(_Model):

@@ -39,6 +39,7 @@ def _new_encryption_keys() -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "secret_key": _new_secret_key,
     "encryption_keys": _new_encryption_keys,
+    "key_pepper": _new_secret_key,
 }
 
 
@@ -48,6 +49,7 @@ class Secrets:
 
     secret_key: SecretStr
     encryption_keys: SecretStr
+    key_pepper: SecretStr
 
 
 def ensure_data_dir(data_dir: Path) -> Path:
@@ -94,6 +96,7 @@ def ensure_secrets(settings: Settings) -> Secrets:
     from_env = {
         "secret_key": settings.secret_key,
         "encryption_keys": settings.encryption_keys,
+        "key_pepper": settings.key_pepper,
     }
     missing = [name for name, value in from_env.items() if value is None]
     stored: dict[str, str] = {}
@@ -131,4 +134,8 @@ def ensure_secrets(settings: Settings) -> Secrets:
         value = from_env[name]
         return value if value is not None else SecretStr(stored[name])
 
-    return Secrets(secret_key=pick("secret_key"), encryption_keys=pick("encryption_keys"))
+    return Secrets(
+        secret_key=pick("secret_key"),
+        encryption_keys=pick("encryption_keys"),
+        key_pepper=pick("key_pepper"),
+    )

@@ -56,8 +56,45 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr | None = None
     """`ID:KEY,...` master keys, newest first; generated into the data dir when unset."""
 
+    key_pepper: SecretStr | None = None
+    """Keys client credentials are hashed under; generated into the data dir when unset."""
+
     admin_username: str | None = None
+    """With `admin_password`: an admin account created at start-up if it does not exist."""
     admin_password: SecretStr | None = None
+
+    registration_enabled: bool = True
+    """Anyone may register an account at `POST /api/v1/auth/register`."""
+
+    docs_enabled: bool = False
+    """Serve the management API's OpenAPI schema and pages at `/docs`."""
+
+    jwt_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    password_require_classes: bool = False
+    """Also require upper and lower case, a digit and one of `!@#$%^&*` (seed 003)."""
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=65536, ge=8)
+    password_hash_parallelism: int = Field(default=4, ge=1)
+
+    login_max_failures: int = Field(default=5, ge=1)
+    """Failed logins per IP and per account within `login_failure_window` (429 beyond)."""
+    login_failure_window: float = Field(default=60.0, gt=0)
+
+    max_keys_per_user: int = Field(default=100, ge=1)
+    access_pass_durations: Annotated[tuple[int, ...], NoDecode] = (1, 12, 24, 168, 720)
+    """Hours an access pass may be bought for (comma-separated)."""
+
+    session_max_age: int = Field(default=86_400, ge=60)
+    """Seconds a session lives at most."""
+    session_idle_timeout: int = Field(default=1800, ge=60)
+    """Seconds of inactivity that end a session."""
+    session_cookie_secure: bool = True
+    """Mark the session cookie `Secure` (turn off only for local plain-HTTP use)."""
+
+    credential_cache_ttl: float = Field(default=60.0, ge=0)
+    """Seconds a verified credential is trusted without reading the database again;
+    revocations reach the cache sooner (immediately in-process, via Redis across)."""
 
     host: str = "127.0.0.1"
     """Address `serve` binds to."""
@@ -93,6 +130,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("access_pass_durations", mode="before")
+    @classmethod
+    def _split_durations(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("access_pass_durations")
+    @classmethod
+    def _positive_durations(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(hours <= 0 for hours in value):
+            raise ValueError("must be positive whole hours, e.g. 1,12,24,168,720")
+        return tuple(sorted(set(value)))
 
     @field_validator("redis_url", "database_url", mode="before")
     @classmethod

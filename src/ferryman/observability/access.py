@@ -119,6 +119,7 @@ class Observe:
                 ctx.correlation_id,
                 ctx.client_ip,
                 ctx.consumer,
+                ctx.credential,
                 ctx.error,
             )
         )

@@ -17,10 +17,10 @@ from ferryman.observability.logging import Sink, iso_time, redact_query, scrub
 
 #: (time, level, method, raw path, query, route, status, seconds, upstream,
 #:  upstream seconds, upstream total seconds, bytes in, bytes out, correlation id,
-#:  client ip, consumer, error)
+#:  client ip, consumer, credential, error)
 Record = tuple[
     float, int, str, bytes, bytes, str, int, float, "str | None", "float | None",
-    "float | None", int, int, str, str, "str | None", "str | None",
+    "float | None", int, int, str, str, "str | None", "str | None", "str | None",
 ]  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def render(record: Record) -> dict[str, Any]:
     (
         at, level, method, raw_path, query, route, status, seconds, upstream,
         upstream_seconds, upstream_total, bytes_in, bytes_out, correlation_id,
-        client_ip, consumer, error,
+        client_ip, consumer, credential, error,
     ) = record  # fmt: skip
     path = raw_path.decode("latin-1")
     if query:
@@ -57,6 +57,7 @@ def render(record: Record) -> dict[str, Any]:
         "correlation_id": correlation_id,
         "client_ip": client_ip,
         "consumer": consumer,
+        "credential": credential,
         "error": error,
     }
 

@@ -35,6 +35,7 @@ class RequestContext:
         "client_ip",
         "consumer",
         "correlation_id",
+        "credential",
         "error",
         "response_done",
         "route",
@@ -53,6 +54,7 @@ class RequestContext:
         self.route: str | None = None
         self.upstream: str | None = None
         self.consumer: str | None = None
+        self.credential: str | None = None
         self.status = 0
         self.error: str | None = None
         self.bytes_in = 0

@@ -69,8 +69,13 @@ class Forwarder:
         route: CompiledRoute,
         raw_path: str,
         extra_headers: list[tuple[str, str]],
+        drop: frozenset[bytes] = frozenset(),
     ) -> None:
-        """Forward, or raise GatewayError before any response byte was sent."""
+        """Forward, or raise GatewayError before any response byte was sent.
+
+        `drop` names client headers to withhold (credentials the gateway consumed);
+        `extra_headers` are added (identity headers, a cleaned Cookie).
+        """
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
         query: bytes = scope["query_string"]
@@ -88,6 +93,7 @@ class Forwarder:
             request_id=ctx.correlation_id,
             trusted=self._trusted.trusts(peer),
             extra=extra_headers,
+            drop=drop,
         )
         declared_length(length, route.max_body_size)
         method: str = scope["method"]

@@ -1,0 +1,67 @@
+"""The management API application, and the mount that puts it beside the proxy."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from ferryman import __version__
+from ferryman.api import admin_routes, auth_routes, errors, keys_routes, passes_routes, users_routes
+from ferryman.config.gateway import MANAGEMENT_PREFIXES
+from ferryman.observability.context import SCOPE_KEY, RequestContext
+from ferryman.observability.responses import Responder
+from ferryman.types import ASGIApp, Message, Receive, Scope, Send
+
+API_PREFIX = "/api/v1"
+
+
+def create_management_app(docs: bool) -> FastAPI:
+    app = FastAPI(
+        title="Ferryman management API",
+        version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    errors.install(app)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (auth_routes, users_routes, keys_routes, passes_routes, admin_routes):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app
+
+
+class ManagementMount:
+    """Sends the management API's paths to `management`, everything else to `app`.
+
+    Its responses get the gateway's security headers. It runs before route matching,
+    so no gateway route can shadow it (the configuration refuses overlapping routes).
+    """
+
+    def __init__(self, app: ASGIApp, management: ASGIApp, responder: Responder) -> None:
+        self.app = app
+        self.management = management
+        self._headers = responder.security_headers
+        self._prefixes = MANAGEMENT_PREFIXES
+
+    def owns(self, path: str) -> bool:
+        if not (path.startswith("/api/v1/") or path.startswith(("/docs", "/openapi.json"))):
+            return False
+        return any(path == p or path.startswith(p + "/") for p in self._prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.owns(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        ctx: RequestContext = scope[SCOPE_KEY]
+        ctx.route = "management"
+        extra = self._headers
+        if scope["path"].startswith("/docs"):
+            # The interactive docs page loads its script and styles from a CDN.
+            extra = tuple(h for h in extra if h[0] != b"content-security-policy")
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.management(scope, receive, secured)

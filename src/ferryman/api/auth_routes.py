@@ -1,0 +1,94 @@
+"""`/api/v1/auth`: register, log in (JWT or session cookie), log out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from ferryman.api.deps import AuthDep, CallerDep, client_ip
+from ferryman.api.schemas import UserOut
+from ferryman.auth.sessions import COOKIE
+from ferryman.errors import Forbidden
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class RegisterIn(BaseModel):
+    username: Annotated[str, Field(min_length=3, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    email: Annotated[str | None, Field(max_length=254)] = None
+    full_name: Annotated[str | None, Field(max_length=200)] = None
+
+
+class LoginIn(BaseModel):
+    username: Annotated[str, Field(min_length=1, max_length=254)]
+    """A username, or the account's email address."""
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+
+
+class SessionStarted(BaseModel):
+    user: UserOut
+    csrf_token: str
+    """Send as `X-CSRF-Token` with state-changing requests made with the cookie."""
+    expires_at: str
+
+
+@router.post("/register", status_code=201)
+async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
+    if not auth.settings.registration_enabled:
+        raise Forbidden("registration is closed; ask an admin", code="registration_closed")
+    user = await auth.users.register(
+        body.username, body.password, email=body.email, full_name=body.full_name
+    )
+    return UserOut.of(user)
+
+
+@router.post("/login")
+async def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut:
+    user = await auth.users.login(body.username, body.password, client_ip(request))
+    token, expires_in = auth.jwt_codec.issue(user)
+    return TokenOut(access_token=token, expires_in=expires_in)
+
+
+@router.post("/session")
+async def start_session(
+    body: LoginIn, request: Request, response: Response, auth: AuthDep
+) -> SessionStarted:
+    """Log in with a server-side session held by an HttpOnly cookie."""
+    ip = client_ip(request)
+    user = await auth.users.login(body.username, body.password, ip)
+    session, cookie = await auth.sessions.start(
+        user, user_agent=request.headers.get("user-agent"), client_ip=ip
+    )
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=auth.settings.session_max_age,
+        httponly=True,
+        samesite="lax",
+        secure=auth.settings.session_cookie_secure,
+        path="/",
+    )
+    return SessionStarted(
+        user=UserOut.of(user),
+        csrf_token=session.csrf_token,
+        expires_at=session.expires_at.isoformat(),
+    )
+
+
+@router.post("/logout", status_code=204)
+async def logout(caller: CallerDep, response: Response, auth: AuthDep) -> None:
+    """End the session the cookie names (a JWT simply expires)."""
+    if caller.via == "session":
+        await auth.sessions.end(caller.identity.credential_id)
+    response.delete_cookie(
+        COOKIE, path="/", httponly=True, samesite="lax", secure=auth.settings.session_cookie_secure
+    )

@@ -1,0 +1,82 @@
+"""The management API answers errors in the gateway's JSON format too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from ferryman.config.loading import format_location
+from ferryman.errors import GatewayError
+from ferryman.observability.context import SCOPE_KEY, RequestContext, new_request_id
+from ferryman.observability.responses import error_body
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def _correlation_id(request: Request) -> str:
+    ctx: RequestContext | None = request.scope.get(SCOPE_KEY)
+    return ctx.correlation_id if ctx is not None else new_request_id()
+
+
+def json_error(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> Response:
+    ctx: RequestContext | None = request.scope.get(SCOPE_KEY)
+    if ctx is not None:
+        ctx.error = code
+    body = error_body(code, message, _correlation_id(request))
+    if details is not None:
+        payload = orjson.loads(body)
+        payload["details"] = details
+        body = orjson.dumps(payload)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Route every error the API can raise into the JSON error format."""
+
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        headers = {k.decode(): v.decode() for k, v in exc.headers}
+        return json_error(request, exc.status, exc.code, exc.message, headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = _CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return json_error(request, exc.status_code, code, message, exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if part != "body")
+            details.append({"field": format_location(loc) or "(body)", "message": error["msg"]})
+        first = details[0] if details else {"field": "(body)", "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}"
+        return json_error(request, 422, "validation_error", message, details=details)
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -1,0 +1,150 @@
+"""What the management API returns (secrets only at creation, then masked)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ferryman.store.api_keys import ApiKey
+from ferryman.store.passes import AccessPass
+from ferryman.store.sessions import Session
+from ferryman.store.users import User
+
+T = TypeVar("T")
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    email: str | None
+    full_name: str | None
+    role: str
+    permissions: list[str]
+    is_active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            username=user.username,
+            email=user.email,
+            full_name=user.full_name,
+            role=user.role,
+            permissions=list(user.permissions),
+            is_active=user.is_active,
+            created_at=user.created_at,
+        )
+
+
+class KeyOut(BaseModel):
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    last4: str
+    masked: str
+    scopes: list[str]
+    is_active: bool
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(
+            id=key.id,
+            user_id=key.user_id,
+            name=key.name,
+            prefix=key.prefix,
+            last4=key.last4,
+            masked=key.masked,
+            scopes=list(key.scopes),
+            is_active=key.is_active,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+        )
+
+
+class NewKeyOut(KeyOut):
+    key: str
+    """The key itself: shown in this response only."""
+
+
+class PassOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    token_id: str
+    user_id: str
+    duration_hours: int
+    status: str
+    is_active: bool
+    activated_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: AccessPass, now: datetime) -> PassOut:
+        return cls(
+            id=record.id,
+            token_id=record.id,
+            user_id=record.user_id,
+            duration_hours=record.duration_hours,
+            status=record.state(now),
+            is_active=record.is_active and record.revoked_at is None,
+            activated_at=record.activated_at,
+            expires_at=record.expires_at,
+            revoked_at=record.revoked_at,
+            created_at=record.created_at,
+        )
+
+
+class NewPassOut(PassOut):
+    token: str
+    """The access token itself: shown in this response only."""
+
+
+class PassStatusOut(BaseModel):
+    token_id: str
+    status: str
+    is_active: bool
+    duration_hours: int
+    activated_at: datetime | None
+    expires_at: datetime | None
+    time_remaining_seconds: int | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    last_seen_at: datetime
+    revoked_at: datetime | None
+    user_agent: str | None
+    client_ip: str | None
+
+    @classmethod
+    def of(cls, session: Session) -> SessionOut:
+        return cls(
+            id=session.id,
+            user_id=session.user_id,
+            created_at=session.created_at,
+            expires_at=session.expires_at,
+            last_seen_at=session.last_seen_at,
+            revoked_at=session.revoked_at,
+            user_agent=session.user_agent,
+            client_ip=session.client_ip,
+        )
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int

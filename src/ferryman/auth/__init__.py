@@ -1,0 +1,1 @@
+"""Identity: users, the credential kinds clients present, and per-route auth."""

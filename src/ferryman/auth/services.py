@@ -1,0 +1,77 @@
+"""Everything identity needs, built once per process and shared by the gateway and the
+management API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ferryman.auth.api_keys import ApiKeys
+from ferryman.auth.cache import CredentialCache, UserState
+from ferryman.auth.hashing import KeyedHash, Signer
+from ferryman.auth.invalidation import Invalidations
+from ferryman.auth.jwt_tokens import JwtAuth, JwtCodec
+from ferryman.auth.passes import AccessPasses
+from ferryman.auth.passwords import PasswordPolicy, Passwords
+from ferryman.auth.sessions import Sessions
+from ferryman.auth.throttle import FailureThrottle
+from ferryman.auth.touch import Touches
+from ferryman.auth.users import Users
+from ferryman.clock import Clock
+from ferryman.config.secrets import Secrets
+from ferryman.config.settings import Settings
+from ferryman.store import users as user_rows
+from ferryman.store.engine import Database
+
+if TYPE_CHECKING:
+    from ferryman.store.users import User
+
+
+class Auth:
+    """The identity services of one process."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        secrets: Secrets,
+        clock: Clock,
+        *,
+        cache_ttl: float | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        ttl = settings.credential_cache_ttl if cache_ttl is None else cache_ttl
+        self.cache = CredentialCache(clock, ttl=ttl)
+        self.invalidations = Invalidations(self.cache)
+        self.hash = KeyedHash(secrets.key_pepper.get_secret_value().encode())
+        secret = secrets.secret_key.get_secret_value()
+        self.session_signer = Signer(secret.encode(), "session")
+        self.passwords = Passwords(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
+        self.policy = PasswordPolicy(
+            min_length=settings.password_min_length,
+            require_classes=settings.password_require_classes,
+        )
+        self.jwt_codec = JwtCodec(secret, settings.jwt_expire_minutes, clock)
+        self.throttle = FailureThrottle(
+            clock, limit=settings.login_max_failures, window=settings.login_failure_window
+        )
+        self.touches = Touches()
+        self.users = Users(self)
+        self.api_keys = ApiKeys(self)
+        self.passes = AccessPasses(self)
+        self.sessions = Sessions(self)
+        self.jwt = JwtAuth(self)
+
+    def state_of(self, user: User) -> UserState:
+        return self.cache.user(
+            user.id, user.username, user.role, frozenset(user.permissions), user.is_active
+        )
+
+    async def load_state(self, user_id: str) -> UserState | None:
+        user = await user_rows.get(self.db, user_id)
+        return None if user is None else self.state_of(user)

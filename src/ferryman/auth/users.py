@@ -1,0 +1,137 @@
+"""Accounts: registration, login, and what admins may change."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ferryman.errors import BadRequest, Unauthorized
+from ferryman.store import users as rows
+from ferryman.store.users import User
+
+if TYPE_CHECKING:
+    from ferryman.auth.services import Auth
+
+log = structlog.get_logger("ferryman.users")
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,63}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+def normalise_username(username: str) -> str:
+    name = username.strip().lower()
+    if not USERNAME.match(name):
+        raise BadRequest(
+            "a username is 3 to 64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit",
+            code="invalid_username",
+        )
+    return name
+
+
+class Users:
+    def __init__(self, auth: Auth) -> None:
+        self._auth = auth
+
+    async def register(
+        self,
+        username: str,
+        password: str,
+        *,
+        email: str | None = None,
+        full_name: str | None = None,
+        role: str = "user",
+        permissions: tuple[str, ...] = (),
+    ) -> User:
+        """A new account; BadRequest for a weak password, Conflict for a taken name."""
+        name = normalise_username(username)
+        if email is not None:
+            email = email.strip().lower()
+            if not EMAIL.match(email):
+                raise BadRequest("that is not an email address", code="invalid_email")
+        problems = self._auth.policy.problems(password)
+        if problems:
+            raise BadRequest("the password " + "; ".join(problems), code="weak_password")
+        password_hash = await self._auth.passwords.hash(password)
+        user = await rows.create(
+            self._auth.db,
+            username=name,
+            password_hash=password_hash,
+            email=email,
+            full_name=full_name,
+            role=role,
+            permissions=permissions,
+            now=self._auth.clock.now(),
+        )
+        log.info("user_registered", user_id=user.id, role=role)
+        return user
+
+    async def login(self, login: str, password: str, client_ip: str) -> User:
+        """The user these credentials belong to, or 401; throttled per IP and account.
+
+        An unknown name costs the same password verification as a known one, so the
+        answer's timing does not tell which names exist.
+        """
+        auth = self._auth
+        account = "account:" + login.strip().lower()
+        address = "ip:" + client_ip
+        auth.throttle.check(address, account)
+        user = await rows.by_login(auth.db, login.strip().lower())
+        if user is None:
+            await auth.passwords.verify_nobody(password)
+            ok = False
+        else:
+            ok = await auth.passwords.verify(user.password_hash, password)
+        if not ok or user is None:
+            auth.throttle.fail(address, account)
+            log.info("login_failed", client_ip=client_ip)
+            raise Unauthorized("wrong username or password", code="invalid_login")
+        if not user.is_active:
+            raise Unauthorized("the account is disabled", code="account_disabled")
+        auth.throttle.clear(account)
+        return user
+
+    async def set_active(self, user_id: str, active: bool) -> User | None:
+        user = await rows.change(self._auth.db, user_id, self._auth.clock.now(), is_active=active)
+        await self._auth.invalidations.user(user_id)
+        if user is not None:
+            log.info("user_changed", user_id=user_id, is_active=active)
+        return user
+
+    async def set_access(
+        self, user_id: str, *, role: str | None, permissions: tuple[str, ...] | None
+    ) -> User | None:
+        values: dict[str, object] = {}
+        if role is not None:
+            values["role"] = role
+        if permissions is not None:
+            values["permissions"] = permissions
+        if not values:
+            return await rows.get(self._auth.db, user_id)
+        user = await rows.change(self._auth.db, user_id, self._auth.clock.now(), **values)
+        await self._auth.invalidations.user(user_id)
+        return user
+
+    async def ensure_admin(self, username: str, password: str) -> User:
+        """The admin account with this name, created if it does not exist yet.
+
+        An existing account keeps its password (the environment is not a way to reset
+        one) but is made an active admin.
+        """
+        name = normalise_username(username)
+        existing = await rows.by_login(self._auth.db, name)
+        if existing is None:
+            user = await self.register(name, password, role="admin")
+            log.warning("admin_created", username=name)
+            return user
+        if existing.role != "admin" or not existing.is_active:
+            changed = await rows.change(
+                self._auth.db, existing.id, self._auth.clock.now(), role="admin", is_active=True
+            )
+            await self._auth.invalidations.user(existing.id)
+            log.warning("admin_promoted", username=name)
+            assert changed is not None
+            return changed
+        return existing

@@ -1,0 +1,126 @@
+"""The api_keys table (client keys, kept as keyed hashes)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+
+from ferryman.store.engine import Database
+from ferryman.store.tables import api_keys
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    user_id: str
+    name: str
+    key_hash: str
+    prefix: str
+    last4: str
+    scopes: tuple[str, ...]
+    is_active: bool
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @property
+    def masked(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(**row._mapping)
+
+
+async def create(
+    db: Database,
+    *,
+    user_id: str,
+    name: str,
+    key_hash: str,
+    prefix: str,
+    last4: str,
+    scopes: tuple[str, ...],
+    expires_at: datetime | None,
+    now: datetime,
+) -> ApiKey:
+    key = ApiKey(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        name=name,
+        key_hash=key_hash,
+        prefix=prefix,
+        last4=last4,
+        scopes=scopes,
+        is_active=True,
+        expires_at=expires_at,
+        revoked_at=None,
+        created_at=now,
+        last_used_at=None,
+    )
+    async with db.engine.begin() as conn:
+        await conn.execute(api_keys.insert().values(**key.__dict__))
+    return key
+
+
+async def get(db: Database, key_id: str) -> ApiKey | None:
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    return _key(row) if row else None
+
+
+async def by_hash(db: Database, key_hash: str) -> ApiKey | None:
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+    return _key(row) if row else None
+
+
+async def for_user(db: Database, user_id: str | None) -> list[ApiKey]:
+    """A user's keys (every key when `user_id` is None), newest first."""
+    query = select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
+    if user_id is not None:
+        query = query.where(api_keys.c.user_id == user_id)
+    async with db.engine.connect() as conn:
+        return [_key(row) for row in await conn.execute(query)]
+
+
+async def count_live(db: Database, user_id: str) -> int:
+    """Keys of a user that are not revoked."""
+    async with db.engine.connect() as conn:
+        query = (
+            select(func.count())
+            .select_from(api_keys)
+            .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+        )
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def change(db: Database, key_id: str, **values: Any) -> ApiKey | None:
+    async with db.engine.begin() as conn:
+        result = await conn.execute(
+            update(api_keys).where(api_keys.c.id == key_id).values(**values)
+        )
+        if result.rowcount == 0:
+            return None
+        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    return _key(row) if row else None
+
+
+async def touch(db: Database, last_used: Mapping[str, datetime]) -> None:
+    """Record when keys were last used, many at once (written in batches, not per request)."""
+    if not last_used:
+        return
+    statement = (
+        update(api_keys)
+        .where(api_keys.c.id == bindparam("key_id"))
+        .values(last_used_at=bindparam("used_at"))
+    )
+    rows = [{"key_id": k, "used_at": v} for k, v in sorted(last_used.items())]
+    async with db.engine.begin() as conn:
+        await conn.execute(statement, rows)
