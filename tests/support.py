@@ -21,6 +21,7 @@ import uvicorn
 import yaml
 
 from ferryman.app import Ferryman
+from ferryman.clock import Clock
 from ferryman.config.loading import parse_gateway
 from ferryman.config.settings import Settings
 
@@ -54,10 +55,14 @@ def free_socket() -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serve_app(
-    settings: Settings, gateway: Mapping[str, Any], *, grace: int | None = None
+    settings: Settings,
+    gateway: Mapping[str, Any],
+    *,
+    grace: int | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Running]:
     """Run a Ferryman app under uvicorn in this event loop, on a free loopback port."""
-    app = Ferryman(settings, parse_gateway(dict(gateway), source="test"))
+    app = Ferryman(settings, parse_gateway(dict(gateway), source="test"), clock=clock)
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -199,3 +204,68 @@ class GatewayProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.wait(5)
+
+
+PASSWORD = "correct horse battery staple"
+
+
+class Api:
+    """A thin client for the management API, for tests."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base.rstrip("/") + "/api/v1"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        expect: int | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(
+            method, self.base + path, headers=headers, **kwargs
+        ) as response:
+            body = await response.read()
+            data = json.loads(body) if body else None
+            if expect is not None:
+                assert response.status == expect, (response.status, data)
+            return response.status, data
+
+    async def register(self, username: str, password: str = PASSWORD, **extra: Any) -> Any:
+        _, user = await self.call(
+            "POST",
+            "/auth/register",
+            json={"username": username, "password": password, **extra},
+            expect=201,
+        )
+        return user
+
+    async def login(self, username: str, password: str = PASSWORD) -> str:
+        _, body = await self.call(
+            "POST", "/auth/login", json={"username": username, "password": password}, expect=200
+        )
+        token: str = body["access_token"]
+        return token
+
+    async def user(self, username: str) -> tuple[Any, str]:
+        """Register and log in; the user and their JWT."""
+        user = await self.register(username)
+        return user, await self.login(username)
+
+    async def new_key(self, token: str, name: str = "k", **extra: Any) -> Any:
+        _, key = await self.call(
+            "POST", "/keys", token=token, json={"name": name, **extra}, expect=201
+        )
+        return key
+
+    async def new_pass(self, token: str, hours: int = 1) -> Any:
+        _, record = await self.call(
+            "POST", "/tokens/purchase", token=token, json={"duration_hours": hours}, expect=201
+        )
+        return record

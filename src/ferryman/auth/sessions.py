@@ -92,6 +92,9 @@ class Sessions:
         if session is None or state is None:
             auth.cache.remember_unknown(digest)
             return None
+        # Activity this process saw but has not written yet counts too.
+        pending = auth.touches.sessions.get(session.id)
+        last_seen = max(session.last_seen_at, pending) if pending else session.last_seen_at
         entry = Entry(
             kind="session",
             credential_id=session.id,
@@ -100,7 +103,7 @@ class Sessions:
             expires_at=session.expires_at,
             revoked=session.revoked_at is not None,
             csrf_token=session.csrf_token,
-            last_seen_at=session.last_seen_at,
+            last_seen_at=last_seen,
         )
         auth.cache.put(digest, entry)
         return entry

@@ -1,0 +1,201 @@
+"""Helpers for the management API tests: the app with an injectable clock, a client
+that shows status, headers and body, and the error-format check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from multidict import CIMultiDictProxy
+from sqlalchemy import Table, select
+
+from ferryman.app import Ferryman
+from ferryman.auth.services import Auth
+from ferryman.clock import Clock, FakeClock
+from ferryman.config.loading import parse_gateway
+from ferryman.config.settings import Settings
+from ferryman.store.engine import Database
+from tests.support import PASSWORD, Api, Running, client_session, free_socket, gateway_dict
+
+#: The gateway needs an upstream; these tests never proxy to it.
+NOWHERE = "http://127.0.0.1:9"
+
+ERROR_KEYS = {"error", "message", "correlation_id", "timestamp"}
+
+
+def real_now_clock() -> FakeClock:
+    """A fake clock starting at the real time (PyJWT still checks `iat` against it)."""
+    return FakeClock(datetime.now(UTC))
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    settings: Settings, clock: Clock | None = None, gateway: Mapping[str, Any] | None = None
+) -> AsyncIterator[Running]:
+    """`tests.support.serve_app`, but with a clock of the test's choosing."""
+    spec = parse_gateway(dict(gateway or gateway_dict(NOWHERE)), source="test")
+    app = Ferryman(settings, spec, clock)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        http="httptools",
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    sock = free_socket()
+    # Accepted connections inherit this: without it, a response's head and body written
+    # separately wait out the client's delayed ACK (~40 ms a request).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    port = sock.getsockname()[1]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                raise RuntimeError("the gateway did not start") from task.exception()
+            await asyncio.sleep(0.005)
+        yield Running(url=f"http://127.0.0.1:{port}", app=app, server=server)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    raw: bytes
+    cookies: list[str] = field(default_factory=list)
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw) if self.raw else None
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", "replace")
+
+
+class Client(Api):
+    """`tests.support.Api` plus full replies (headers, cookies) and cookie/CSRF sending."""
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        cookie: str | None = None,
+        csrf: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        if cookie is not None:
+            sent["Cookie"] = f"session_token={cookie}"
+        if csrf is not None:
+            sent["X-CSRF-Token"] = csrf
+        async with self.http.request(method, self.base + path, headers=sent, **kwargs) as r:
+            raw = await r.read()
+            return Reply(r.status, r.headers, raw, r.headers.getall("Set-Cookie", []))
+
+    async def login_reply(
+        self, username: str, password: str = PASSWORD, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        return await self.send(
+            "POST",
+            "/auth/login",
+            json={"username": username, "password": password},
+            headers=headers,
+        )
+
+    async def session(self, username: str, password: str = PASSWORD) -> tuple[str, str, Reply]:
+        """Log in with a session: the cookie value, the CSRF token and the reply."""
+        reply = await self.send(
+            "POST", "/auth/session", json={"username": username, "password": password}
+        )
+        assert reply.status == 200, (reply.status, reply.text)
+        cookie = session_cookie(reply)
+        assert cookie is not None
+        return cookie, reply.json["csrf_token"], reply
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, clock: Clock | None = None
+) -> AsyncIterator[tuple[Running, Client]]:
+    """The app and a client for its management API."""
+    async with serve(settings, clock) as gw, client_session() as http:
+        yield gw, Client(http, gw.url)
+
+
+def session_cookie(reply: Reply) -> str | None:
+    """The `session_token` value the reply set, if any."""
+    for line in reply.cookies:
+        name, _, rest = line.partition("=")
+        if name.strip() == "session_token":
+            return rest.split(";", 1)[0].strip('"')
+    return None
+
+
+def cookie_attributes(set_cookie: str) -> dict[str, str]:
+    """A Set-Cookie line's attributes, names lower-cased (flags map to "")."""
+    attributes: dict[str, str] = {}
+    for part in set_cookie.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        attributes[name.lower()] = value
+    return attributes
+
+
+def assert_error(reply: Reply | tuple[int, Any], status: int, code: str) -> dict[str, Any]:
+    """The reply is the gateway's JSON error with this status and code."""
+    got_status, body = (reply.status, reply.json) if isinstance(reply, Reply) else reply
+    assert got_status == status, (got_status, body)
+    assert isinstance(body, dict), body
+    assert set(body) >= ERROR_KEYS, body
+    assert set(body) - ERROR_KEYS <= {"details"}, body
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str) and body["message"], body
+    assert isinstance(body["correlation_id"], str) and body["correlation_id"], body
+    stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+    assert stamp.tzinfo is not None
+    return body
+
+
+def auth_of(gw: Running) -> Auth:
+    assert gw.app.auth is not None
+    return gw.app.auth
+
+
+def database_of(gw: Running) -> Database:
+    assert gw.app.database is not None
+    return gw.app.database
+
+
+async def rows(gw: Running, table: Table) -> list[dict[str, Any]]:
+    """Every row of a table, as dicts."""
+    async with database_of(gw).engine.connect() as conn:
+        result = await conn.execute(select(table))
+        return [dict(row._mapping) for row in result]
+
+
+async def row(gw: Running, table: Table, row_id: str) -> dict[str, Any]:
+    async with database_of(gw).engine.connect() as conn:
+        found = (await conn.execute(select(table).where(table.c.id == row_id))).first()
+    assert found is not None, row_id
+    return dict(found._mapping)
