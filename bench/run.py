@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -53,8 +54,9 @@ class Scenario:
 
     `route` is the entry added to the gateway file's `routes:` (its upstream is the
     static nginx, called `static`); `path` is what wrk requests; `headers` are sent
-    with every request (an API key, say); `gateway` is merged into the gateway file's
-    top level (for sections such as limits that a route refers to).
+    with every request (`{api_key}` in a value becomes a client key made for the run);
+    `gateway` is merged into the gateway file's top level (for sections such as limits
+    that a route refers to).
     """
 
     name: str
@@ -62,6 +64,8 @@ class Scenario:
     route: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     gateway: dict[str, Any] = field(default_factory=dict)
+    target: float | None = None
+    """Lowest acceptable throughput @32 relative to the pass-through route."""
 
 
 #: The baseline is `pass`; every other scenario is also reported relative to it.
@@ -70,6 +74,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         name="pass",
         path="/pass/v1/chat/completions",
         route={"name": "pass", "path": "/pass", "upstream": "static", "strip_prefix": True},
+    ),
+    Scenario(
+        name="api_key",
+        path="/keyed/v1/chat/completions",
+        route={
+            "name": "api_key",
+            "path": "/keyed",
+            "upstream": "static",
+            "strip_prefix": True,
+            "auth": ["api_key"],
+        },
+        headers={"Authorization": "Bearer {api_key}"},
+        target=0.9,
     ),
 )
 BASELINE = "pass"
@@ -513,7 +530,7 @@ def ferryman_executable() -> str:
 
 def start_ferryman(
     procs: Processes, ws: Workspace, pin: Pinning, upstream: str, scenarios: Sequence[Scenario]
-) -> tuple[subprocess.Popen[bytes], str, Path]:
+) -> tuple[subprocess.Popen[bytes], str, Path, dict[str, str]]:
     config = ws.path("gateway.yaml")
     config.write_text(yaml.safe_dump(gateway_config(upstream, scenarios), sort_keys=False))
     port = free_port()
@@ -532,10 +549,25 @@ def start_ferryman(
         "--port",
         str(port),
     ]
+    secrets = provision(env, ws, scenarios)
     proc = procs.start(argv, log=log, env=env, cwd=ws.root)
     url = f"http://127.0.0.1:{port}"
     wait_until_up("ferryman", url + "/health/live", proc, log)
-    return proc, url, log
+    return proc, url, log, secrets
+
+
+def provision(env: dict[str, str], ws: Workspace, scenarios: Sequence[Scenario]) -> dict[str, str]:
+    """Credentials the scenarios' headers name, made with the CLI before the server starts."""
+    wanted = " ".join(v for s in scenarios for v in s.headers.values())
+    if "{api_key}" not in wanted:
+        return {}
+    run = functools.partial(
+        subprocess.run, env=env, cwd=ws.root, capture_output=True, text=True, check=True
+    )
+    run([ferryman_executable(), "admin", "create", "--username", "bench", "--password-stdin"],
+        input="bench password, long enough\n")  # fmt: skip
+    key = run([ferryman_executable(), "keys", "create", "--user", "bench", "--name", "bench"])
+    return {"api_key": key.stdout.strip()}
 
 
 # --------------------------------------------------------------------------- wrk
@@ -752,8 +784,12 @@ def compute_ratios(results: Sequence[Result], ferryman_rss: float) -> list[Ratio
             continue
         name = f"ferryman:{scenario.name}"
         value = _ratio(results, name, base, HIGH, "requests_per_sec")
+        goal = "info" if scenario.target is None else f">= {scenario.target:.2f}"
+        ok = None if scenario.target is None or value is None else value >= scenario.target
+        ratios.append(Ratio(f"{name} throughput @{HIGH} / {base}", value, _fmt(value), goal, ok))
+        cpu = _ratio(results, base, name, HIGH, "cpu_us")
         ratios.append(
-            Ratio(f"{name} throughput @{HIGH} / {base}", value, _fmt(value), "info", None)
+            Ratio(f"{base} CPU / {name} CPU per request @{HIGH}", cpu, _fmt(cpu), "info", None)
         )
     for conc in (LOW, HIGH):
         # CPU per request excludes steal time, so it holds still on a busy VM host.
@@ -890,14 +926,19 @@ def services(ws: Workspace, pin: Pinning) -> Iterator[Running]:
     try:
         upstream, nginx = start_nginx(procs, ws, pin)
         floor, floor_url, _ = start_floor(procs, ws, pin, upstream)
-        ferryman, ferryman_url, _ = start_ferryman(procs, ws, pin, upstream, SCENARIOS)
+        ferryman, ferryman_url, _, made = start_ferryman(procs, ws, pin, upstream, SCENARIOS)
         path = "/v1/chat/completions"
         targets = [
             Target("direct", upstream + path, pid=nginx.pid),
             Target("floor", floor_url + path, pid=floor.pid),
         ]
         targets += [
-            Target(f"ferryman:{s.name}", ferryman_url + s.path, s.headers, pid=ferryman.pid)
+            Target(
+                f"ferryman:{s.name}",
+                ferryman_url + s.path,
+                {name: value.format(**made) for name, value in s.headers.items()},
+                pid=ferryman.pid,
+            )
             for s in SCENARIOS
         ]
         meter = CpuMeter([nginx.pid, floor.pid, ferryman.pid])

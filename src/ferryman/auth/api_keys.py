@@ -131,13 +131,4 @@ class ApiKeys:
         if not user.is_active:
             raise errors.disabled()
         auth.touches.key(entry.credential_id, now)
-        return Identity(
-            kind="api_key",
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
-            permissions=user.permissions,
-            credential_id=entry.credential_id,
-            scopes=entry.scopes,
-            expires_at=entry.expires_at,
-        )
+        return entry.identity()

@@ -9,9 +9,10 @@ stream of made-up keys does not become a stream of database reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
+from ferryman.auth.identity import Identity
 from ferryman.clock import Clock
 
 MAX_ENTRIES = 100_000
@@ -27,6 +28,8 @@ class UserState:
     permissions: frozenset[str]
     is_active: bool
     valid: bool = True
+    version: int = 0
+    """Bumped whenever the fields change, so identities built from them are rebuilt."""
 
 
 @dataclass(slots=True)
@@ -46,7 +49,26 @@ class Entry:
     #: Sessions: their CSRF token and last activity.
     csrf_token: str = ""
     last_seen_at: datetime | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    _identity: Identity | None = None
+    _identity_version: int = -1
+
+    def identity(self) -> Identity:
+        """Who this credential is, built once and reused until the user changes."""
+        user = self.user
+        identity = self._identity
+        if identity is None or self._identity_version != user.version:
+            identity = Identity(
+                kind=self.kind,
+                user_id=user.id,
+                username=user.username,
+                role=user.role,
+                permissions=user.permissions,
+                credential_id=user.id if self.kind == "jwt" else self.credential_id,
+                scopes=self.scopes,
+                expires_at=self.expires_at,
+            )
+            self._identity, self._identity_version = identity, user.version
+        return identity
 
 
 class CredentialCache:
@@ -85,9 +107,15 @@ class CredentialCache:
         if state is None or not state.valid:
             state = UserState(user_id, username, role, permissions, active)
             self._users[user_id] = state
-        else:
+        elif (state.username, state.role, state.permissions, state.is_active) != (
+            username,
+            role,
+            permissions,
+            active,
+        ):
             state.username, state.role = username, role
             state.permissions, state.is_active = permissions, active
+            state.version += 1
         return state
 
     def user_state(self, user_id: str) -> UserState | None:

@@ -88,15 +88,6 @@ class JwtAuth:
             auth.cache.put(digest, entry)
         elif entry.expires_at is not None and auth.clock.now() >= entry.expires_at:
             raise errors.expired(WHAT)
-        user = entry.user
-        if not user.is_active:
+        if not entry.user.is_active:
             raise errors.disabled()
-        return Identity(
-            kind="jwt",
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
-            permissions=user.permissions,
-            credential_id=user.id,
-            expires_at=entry.expires_at,
-        )
+        return entry.identity()

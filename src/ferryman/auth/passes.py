@@ -7,7 +7,6 @@ process share a single attempt, so a pass is activated exactly once.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -119,19 +118,10 @@ class AccessPasses:
             entry = await self._activations.do(entry.credential_id, lambda: self._activate(current))
             if entry.revoked:
                 raise errors.revoked(WHAT)
-        assert entry.activated_at is not None
-        expires_at = entry.activated_at + timedelta(hours=entry.duration_hours)
+        expires_at = entry.expires_at
+        assert expires_at is not None  # set with activated_at
         if auth.clock.now() >= expires_at:
             raise errors.expired(WHAT)
-        user = entry.user
-        if not user.is_active:
+        if not entry.user.is_active:
             raise errors.disabled()
-        return Identity(
-            kind="access_pass",
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
-            permissions=user.permissions,
-            credential_id=entry.credential_id,
-            expires_at=expires_at,
-        )
+        return entry.identity()

@@ -10,8 +10,7 @@ client-sent copies of the identity headers the route adds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ferryman.auth.hashing import API_KEY_PREFIX
 from ferryman.auth.identity import Identity
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
 CHALLENGE = 'Bearer realm="ferryman"'
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(NamedTuple):
     """A request that passed: who it is, and how its headers change going upstream."""
 
     identity: Identity

@@ -140,13 +140,4 @@ class Sessions:
             raise errors.disabled()
         entry.last_seen_at = now
         auth.touches.session(entry.credential_id, now)
-        identity = Identity(
-            kind="session",
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
-            permissions=user.permissions,
-            credential_id=entry.credential_id,
-            expires_at=entry.expires_at,
-        )
-        return Verified(identity, entry.csrf_token)
+        return Verified(entry.identity(), entry.csrf_token)
