@@ -199,6 +199,10 @@ def test_no_file_means_the_builtin_openrouter_gateway() -> None:
     ]
 
 
+def test_the_builtin_gateway_is_the_shipped_openrouter_example() -> None:
+    assert load_gateway_file(EXAMPLES / "openrouter-gateway.yaml") == default_gateway()
+
+
 def test_warnings_point_at_open_routes_that_spend_a_credential(tmp_path: Path) -> None:
     gateway = load_gateway_file(
         write(

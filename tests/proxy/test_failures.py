@@ -255,3 +255,16 @@ async def test_an_unexpected_error_is_a_json_500_and_logged(
     errors = logs.events("unhandled_error")
     assert errors and errors[0]["correlation_id"] == body["correlation_id"]
     assert "RuntimeError: a bug in the gateway" in errors[0]["exception"]
+
+
+async def test_a_pool_credential_without_keys_fails_closed(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    config = gateway_dict(upstream.url, upstream_spec={"credential": "pool"})
+    async with serve_app(settings, config) as gw, client_session() as http:
+        async with http.get(f"{gw.url}/echo") as r:
+            assert r.status == 503
+            body = await r.json()
+    assert body["error"] == "no_upstream_key"
+    assert "'up'" in body["message"]
+    assert upstream.seen.requests == []

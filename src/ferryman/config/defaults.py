@@ -8,8 +8,9 @@ OPENROUTER_URL = "https://openrouter.ai/api/v1"
 
 
 def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
-    """`/v1/*` and `/openrouter/*` to OpenRouter, for holders of a client key, with a
-    key from the encrypted pool."""
+    """`/v1/*` and `/openrouter/*` to OpenRouter, for holders of a client key (also
+    accepted as seed 000's `X-Client-API-Key`), with a key from the encrypted pool.
+    The same as `examples/openrouter-gateway.yaml`."""
     return Gateway.model_validate(
         {
             "upstreams": {
@@ -27,6 +28,7 @@ def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
                     "upstream": "openrouter",
                     "strip_prefix": True,
                     "auth": ["api_key"],
+                    "api_key_headers": ["X-Client-API-Key"],
                 },
                 {
                     "name": "openrouter",
@@ -34,6 +36,7 @@ def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
                     "upstream": "openrouter",
                     "strip_prefix": True,
                     "auth": ["api_key"],
+                    "api_key_headers": ["X-Client-API-Key"],
                 },
             ],
         }

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import structlog
 
-from ferryman.errors import GatewayError, UpstreamError
+from ferryman.errors import GatewayError, ServiceUnavailable, UpstreamError
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
@@ -78,6 +78,11 @@ class Forwarder:
         """
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
+        if upstream.spec.credential.kind == "pool":
+            # The key pool is not built yet: never forward without the credential.
+            raise ServiceUnavailable(
+                f"no upstream key is available for {upstream.name!r}", code="no_upstream_key"
+            )
         query: bytes = scope["query_string"]
         if query:
             check_query(query)
