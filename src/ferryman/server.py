@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 
 import structlog
 import uvicorn
@@ -88,6 +89,9 @@ def serve(settings: Settings) -> None:
         from uvicorn.supervisors import Multiprocess
 
         sock = config.bind_socket()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Accepted sockets inherit it: no response waits on Nagle's algorithm.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         Multiprocess(config, sockets=[sock]).run()
     else:
         server.run()

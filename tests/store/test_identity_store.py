@@ -51,6 +51,7 @@ async def test_api_keys(db: Database) -> None:
     owner = await new_user(db)
     key = await api_keys.create(
         db,
+        limit=1,
         user_id=owner.id,
         name="k",
         key_hash="a" * 64,
@@ -62,15 +63,24 @@ async def test_api_keys(db: Database) -> None:
     )
     assert await api_keys.by_hash(db, "a" * 64) == key
     assert key.masked == "fm_abcd…wxyz"
-    assert await api_keys.count_live(db, owner.id) == 1
-    revoked = await api_keys.change(db, key.id, revoked_at=NOW, is_active=False)
-    assert revoked is not None and revoked.revoked_at == NOW
-    assert await api_keys.count_live(db, owner.id) == 0
+
+    async def another(digest: str) -> api_keys.ApiKey:
+        return await api_keys.create(
+            db, limit=1, user_id=owner.id, name="k2", key_hash=digest, prefix="fm_efgh",
+            last4="abcd", scopes=(), expires_at=None, now=NOW,
+        )  # fmt: skip
+
+    with pytest.raises(Conflict):  # the limit counts live keys
+        await another("d" * 64)
+    revoked = await api_keys.revoke(db, key.id, NOW)
+    again = await api_keys.revoke(db, key.id, NOW + timedelta(hours=1))
+    assert revoked is not None and again is not None and again.revoked_at == NOW
+    second = await another("d" * 64)  # a revoked key no longer counts
     await api_keys.touch(db, {key.id: NOW + timedelta(minutes=5)})
     fetched = await api_keys.get(db, key.id)
     assert fetched is not None and fetched.last_used_at == NOW + timedelta(minutes=5)
-    assert [k.id for k in await api_keys.for_user(db, owner.id)] == [key.id]
-    assert [k.id for k in await api_keys.for_user(db, None)] == [key.id]
+    assert {k.id for k in await api_keys.for_user(db, owner.id)} == {key.id, second.id}
+    assert {k.id for k in await api_keys.for_user(db, None)} == {key.id, second.id}
 
 
 async def test_a_pass_is_activated_once_by_concurrent_updates(db: Database) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ferryman.api.deps import AdminDep, AuthDep
 from ferryman.api.schemas import KeyOut, Page, PassOut, SessionOut, UserOut
@@ -16,6 +16,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 class UserPatch(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     is_active: bool | None = None
     role: Literal["admin", "user"] | None = None
     permissions: Annotated[list[str] | None, Field(max_length=100)] = None

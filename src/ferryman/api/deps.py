@@ -106,7 +106,8 @@ AdminDep = Annotated[Caller, Depends(get_admin)]
 UserDep = Annotated[User, Depends(get_user)]
 
 
-def owned_by(caller: Caller, owner_id: str, what: str) -> None:
-    """NotFound unless the caller owns the thing or is an admin (no hint it exists)."""
+def owned_by(caller: Caller, owner_id: str, missing: NotFound) -> None:
+    """Raise `missing` (the same error an unknown id gets, so nothing leaks) unless the
+    caller owns the thing or is an admin."""
     if owner_id != caller.user_id and not caller.is_admin:
-        raise NotFound(f"no such {what}", code=f"{what.replace(' ', '_')}_not_found")
+        raise missing

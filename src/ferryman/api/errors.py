@@ -72,6 +72,8 @@ def install(app: FastAPI) -> None:
         details = []
         for error in exc.errors():
             loc = tuple(part for part in error["loc"] if part != "body")
+            if error["type"] == "json_invalid":
+                loc = ()  # its location is a character offset, not a field
             details.append({"field": format_location(loc) or "(body)", "message": error["msg"]})
         first = details[0] if details else {"field": "(body)", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}"

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ferryman.api.deps import AuthDep, CallerDep, owned_by
 from ferryman.api.schemas import KeyOut, NewKeyOut, Page
@@ -25,15 +25,18 @@ class KeyIn(BaseModel):
 
 
 class KeyPatch(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     active: bool | None = None
 
 
 async def _key(auth: AuthDep, caller: CallerDep, key_id: str) -> api_keys.ApiKey:
+    missing = NotFound("no such key", code="key_not_found")
     key = await api_keys.get(auth.db, key_id)
     if key is None:
-        raise NotFound("no such key", code="key_not_found")
-    owned_by(caller, key.user_id, "key")
+        raise missing
+    owned_by(caller, key.user_id, missing)
     return key
 
 

@@ -21,10 +21,11 @@ class PurchaseIn(BaseModel):
 
 
 async def _pass(auth: AuthDep, caller: CallerDep, pass_id: str) -> AccessPass:
+    missing = NotFound("no such access token", code="token_not_found")
     record = await passes.get(auth.db, pass_id)
     if record is None:
-        raise NotFound("no such access token", code="token_not_found")
-    owned_by(caller, record.user_id, "token")
+        raise missing
+    owned_by(caller, record.user_id, missing)
     return record
 
 

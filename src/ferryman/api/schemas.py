@@ -92,13 +92,14 @@ class PassOut(BaseModel):
 
     @classmethod
     def of(cls, record: AccessPass, now: datetime) -> PassOut:
+        state = record.state(now)
         return cls(
             id=record.id,
             token_id=record.id,
             user_id=record.user_id,
             duration_hours=record.duration_hours,
-            status=record.state(now),
-            is_active=record.is_active and record.revoked_at is None,
+            status=state,
+            is_active=state in ("active", "not_activated"),
             activated_at=record.activated_at,
             expires_at=record.expires_at,
             revoked_at=record.revoked_at,

@@ -12,7 +12,7 @@ from ferryman.auth.cache import Entry
 from ferryman.auth.hashing import key_display, new_api_key
 from ferryman.auth.identity import Identity
 from ferryman.auth.singleflight import SingleFlight
-from ferryman.errors import BadRequest, Conflict
+from ferryman.errors import BadRequest
 from ferryman.store import api_keys as rows
 from ferryman.store.api_keys import ApiKey
 
@@ -47,14 +47,12 @@ class ApiKeys:
         now = self._auth.clock.now()
         if expires_at is not None and expires_at <= now:
             raise BadRequest("expires_at must be in the future", code="invalid_expiry")
-        limit = self._auth.settings.max_keys_per_user
-        if await rows.count_live(self._auth.db, user_id) >= limit:
-            raise Conflict(f"a user may hold at most {limit} keys", code="key_limit_reached")
         raw = new_api_key()
         prefix, last4 = key_display(raw)
         digest = self._auth.hash.digest(raw)
         key = await rows.create(
             self._auth.db,
+            limit=self._auth.settings.max_keys_per_user,
             user_id=user_id,
             name=name,
             key_hash=digest,
@@ -84,9 +82,7 @@ class ApiKeys:
         return key
 
     async def revoke(self, key_id: str) -> ApiKey | None:
-        key = await rows.change(
-            self._auth.db, key_id, revoked_at=self._auth.clock.now(), is_active=False
-        )
+        key = await rows.revoke(self._auth.db, key_id, self._auth.clock.now())
         await self._auth.invalidations.credential(key_id)
         if key is not None:
             log.info("api_key_revoked", key_id=key_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 
@@ -47,13 +48,29 @@ class FailureThrottle:
                 code="login_throttled",
             )
 
-    def fail(self, *keys: str) -> None:
+    def reserve(self, *keys: str) -> float:
+        """Check the keys, then count this attempt as a failure before it is verified.
+
+        Counting first is what makes the limit hold for attempts made in parallel: the
+        sixth of six concurrent guesses is refused before its password is checked.
+        Returns a token for `succeeded`, which takes the failure back.
+        """
+        self.check(*keys)
         now = self._clock.monotonic()
         for key in keys:
             self._failures.setdefault(key, deque()).append(now)
         if len(self._failures) > 100_000:  # bound memory under a spray of names
             for key in list(self._failures)[:10_000]:
                 self._recent(key)
+        return now
 
-    def clear(self, key: str) -> None:
-        self._failures.pop(key, None)
+    def succeeded(self, token: float, *, clear: tuple[str, ...], undo: tuple[str, ...]) -> None:
+        """The attempt was right: forget every failure of the `clear` keys, and take
+        just this attempt back from the `undo` keys."""
+        for key in clear:
+            self._failures.pop(key, None)
+        for key in undo:
+            failures = self._failures.get(key)
+            if failures is not None:
+                with contextlib.suppress(ValueError):
+                    failures.remove(token)

@@ -75,22 +75,24 @@ class Users:
         answer's timing does not tell which names exist.
         """
         auth = self._auth
-        account = "account:" + login.strip().lower()
+        name = login.strip().lower()
         address = "ip:" + client_ip
-        auth.throttle.check(address, account)
-        user = await rows.by_login(auth.db, login.strip().lower())
+        auth.throttle.check(address)
+        user = await rows.by_login(auth.db, name)
+        # One budget per account, whether it is named by username or email.
+        account = "account:" + (user.id if user is not None else name)
+        attempt = auth.throttle.reserve(address, account)
         if user is None:
             await auth.passwords.verify_nobody(password)
             ok = False
         else:
             ok = await auth.passwords.verify(user.password_hash, password)
         if not ok or user is None:
-            auth.throttle.fail(address, account)
             log.info("login_failed", client_ip=client_ip)
             raise Unauthorized("wrong username or password", code="invalid_login")
+        auth.throttle.succeeded(attempt, clear=(account,), undo=(address,))
         if not user.is_active:
             raise Unauthorized("the account is disabled", code="account_disabled")
-        auth.throttle.clear(account)
         return user
 
     async def set_active(self, user_id: str, active: bool) -> User | None:

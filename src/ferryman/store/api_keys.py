@@ -10,8 +10,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 
+from ferryman.errors import Conflict
 from ferryman.store.engine import Database
-from ferryman.store.tables import api_keys
+from ferryman.store.tables import api_keys, users
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ def _key(row: Any) -> ApiKey:
 async def create(
     db: Database,
     *,
+    limit: int,
     user_id: str,
     name: str,
     key_hash: str,
@@ -65,6 +67,20 @@ async def create(
         last_used_at=None,
     )
     async with db.engine.begin() as conn:
+        # Writing the owner's row first takes its lock (PostgreSQL) or the database's
+        # write lock (SQLite), so concurrent creations for one user count one by one.
+        await conn.execute(
+            update(users).where(users.c.id == user_id).values(updated_at=users.c.updated_at)
+        )
+        live = (
+            await conn.execute(
+                select(func.count())
+                .select_from(api_keys)
+                .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+            )
+        ).scalar_one()
+        if live >= limit:
+            raise Conflict(f"a user may hold at most {limit} keys", code="key_limit_reached")
         await conn.execute(api_keys.insert().values(**key.__dict__))
     return key
 
@@ -90,17 +106,6 @@ async def for_user(db: Database, user_id: str | None) -> list[ApiKey]:
         return [_key(row) for row in await conn.execute(query)]
 
 
-async def count_live(db: Database, user_id: str) -> int:
-    """Keys of a user that are not revoked."""
-    async with db.engine.connect() as conn:
-        query = (
-            select(func.count())
-            .select_from(api_keys)
-            .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
-        )
-        return int((await conn.execute(query)).scalar_one())
-
-
 async def change(db: Database, key_id: str, **values: Any) -> ApiKey | None:
     async with db.engine.begin() as conn:
         result = await conn.execute(
@@ -108,6 +113,18 @@ async def change(db: Database, key_id: str, **values: Any) -> ApiKey | None:
         )
         if result.rowcount == 0:
             return None
+        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    return _key(row) if row else None
+
+
+async def revoke(db: Database, key_id: str, now: datetime) -> ApiKey | None:
+    """Revoke a key (idempotent: the first revocation time is kept)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now, is_active=False)
+        )
         row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
     return _key(row) if row else None
 
