@@ -102,6 +102,7 @@ class ApiKeys:
             loaded_at=auth.clock.monotonic(),
             scopes=frozenset(key.scopes),
             expires_at=key.expires_at,
+            expires_ts=key.expires_at.timestamp() if key.expires_at else None,
             revoked=key.revoked_at is not None or not key.is_active,
         )
         auth.cache.put(digest, entry)
@@ -120,8 +121,8 @@ class ApiKeys:
                 raise errors.invalid(WHAT)
         if entry.revoked:
             raise errors.revoked(WHAT)
-        now = auth.clock.now()
-        if entry.expires_at is not None and now >= entry.expires_at:
+        now = auth.clock.time()
+        if entry.expires_ts is not None and now >= entry.expires_ts:
             raise errors.expired(WHAT)
         user = entry.user
         if not user.is_active:

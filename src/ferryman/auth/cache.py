@@ -42,6 +42,8 @@ class Entry:
     loaded_at: float
     scopes: frozenset[str] = frozenset()
     expires_at: datetime | None = None
+    #: `expires_at` as epoch seconds, for the per-request check.
+    expires_ts: float | None = None
     revoked: bool = False
     #: Access passes: when activated (None: not yet) and for how long.
     activated_at: datetime | None = None

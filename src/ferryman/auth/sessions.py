@@ -93,7 +93,7 @@ class Sessions:
             auth.cache.remember_unknown(digest)
             return None
         # Activity this process saw but has not written yet counts too.
-        pending = auth.touches.sessions.get(session.id)
+        pending = auth.touches.session_seen(session.id)
         last_seen = max(session.last_seen_at, pending) if pending else session.last_seen_at
         entry = Entry(
             kind="session",
@@ -139,5 +139,5 @@ class Sessions:
         if not user.is_active:
             raise errors.disabled()
         entry.last_seen_at = now
-        auth.touches.session(entry.credential_id, now)
+        auth.touches.session(entry.credential_id, now.timestamp())
         return Verified(entry.identity(), entry.csrf_token)

@@ -6,29 +6,40 @@ background job writes every noted time in one statement per table.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ferryman.store import api_keys, sessions
 from ferryman.store.engine import Database
 
 
-class Touches:
-    def __init__(self) -> None:
-        self.keys: dict[str, datetime] = {}
-        self.sessions: dict[str, datetime] = {}
+def _times(noted: dict[str, float]) -> dict[str, datetime]:
+    return {k: datetime.fromtimestamp(v, UTC) for k, v in noted.items()}
 
-    def key(self, key_id: str, when: datetime) -> None:
+
+class Touches:
+    """Times are epoch seconds (`Clock.time()`), cheap to note on every request."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, float] = {}
+        self.sessions: dict[str, float] = {}
+
+    def key(self, key_id: str, when: float) -> None:
         self.keys[key_id] = when
 
-    def session(self, session_id: str, when: datetime) -> None:
+    def session(self, session_id: str, when: float) -> None:
         self.sessions[session_id] = when
+
+    def session_seen(self, session_id: str) -> datetime | None:
+        """When this process last saw the session used, if not yet written."""
+        when = self.sessions.get(session_id)
+        return None if when is None else datetime.fromtimestamp(when, UTC)
 
     async def flush(self, db: Database) -> None:
         keys, self.keys = self.keys, {}
         seen, self.sessions = self.sessions, {}
         try:
-            await api_keys.touch(db, keys)
-            await sessions.touch(db, seen)
+            await api_keys.touch(db, _times(keys))
+            await sessions.touch(db, _times(seen))
         except Exception:
             # Keep what was not written for the next round (newer times win).
             for key_id, when in keys.items():

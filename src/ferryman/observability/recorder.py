@@ -23,7 +23,7 @@ from ferryman.observability.logging import Sink
 from ferryman.observability.metrics import Metrics
 
 DEFAULT_INTERVAL = 0.1
-DEFAULT_BATCH = 256
+DEFAULT_BATCH = 64
 
 
 class RequestRecorder:
