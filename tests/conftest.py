@@ -114,6 +114,29 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     await fake.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_settings(
+    request: pytest.FixtureRequest, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[Settings]:
+    """Settings for an empty database of each backend (a schema of its own on PostgreSQL,
+    dropped afterwards)."""
+    if request.param == "sqlite":
+        yield settings_factory()
+        return
+    if not TEST_DATABASE_URL:
+        pytest.skip("FERRYMAN_TEST_DATABASE_URL is not set")
+    from sqlalchemy import text
+
+    from ferryman.store.engine import create_database
+
+    schema = f"ferryman_test_{uuid.uuid4().hex[:12]}"
+    yield settings_factory(database_url=TEST_DATABASE_URL, database_schema=schema)
+    admin = create_database(settings_factory(database_url=TEST_DATABASE_URL))
+    async with admin.engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await admin.dispose()
+
+
 @pytest.fixture
 def postgres_url() -> str:
     if not TEST_DATABASE_URL:

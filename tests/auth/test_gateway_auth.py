@@ -104,6 +104,16 @@ async def world(
         yield World(gw, http, api, admin, clock)
 
 
+def on_database(db_settings: Settings) -> Any:
+    """A settings factory for `world` that keeps `db_settings`' database."""
+
+    def make(**overrides: Any) -> Settings:
+        values = {**db_settings.model_dump(), **overrides}
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
 def seen(echo: Any, name: str) -> list[str]:
     return [v for k, v in echo["headers"] if k.lower() == name.lower()]
 
@@ -136,9 +146,9 @@ async def test_an_api_key_route_needs_a_key_and_strips_it(
 
 
 async def test_revoked_and_disabled_keys_are_refused_at_once(
-    settings_factory: Any, upstream: FakeUpstream
+    db_settings: Settings, upstream: FakeUpstream
 ) -> None:
-    async with world(settings_factory, upstream) as w:
+    async with world(on_database(db_settings), upstream) as w:
         _, token = await w.api.user("bob")
         created = await w.api.new_key(token)
         key = {"X-API-Key": created["key"]}
@@ -217,9 +227,9 @@ async def test_access_passes_activate_on_first_use_and_forward_identity(
 
 
 async def test_a_pass_is_activated_exactly_once_under_50_concurrent_first_uses(
-    settings_factory: Any, upstream: FakeUpstream, logs: LogReader
+    db_settings: Settings, upstream: FakeUpstream, logs: LogReader
 ) -> None:
-    async with world(settings_factory, upstream) as w:
+    async with world(on_database(db_settings), upstream) as w:
         _, token = await w.api.user("frank")
         record = await w.api.new_pass(token, hours=24)
         results = await asyncio.gather(
