@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -31,10 +31,14 @@ from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.store import meta, migrate
 from ferryman.store.engine import Database, create_database
-from ferryman.store.redis import connect_redis
+from ferryman.store.redis import claim, connect_redis
 from ferryman.store.redis import ping as redis_ping
-from ferryman.tasks import Periodic
+from ferryman.tasks import Leader, Periodic
 from ferryman.types import ASGIApp, Receive, Scope, Send
+from ferryman.upstreams.crypto import MasterKeys
+from ferryman.upstreams.keyring import Keyring
+from ferryman.upstreams.monitor import pool_jobs
+from ferryman.upstreams.service import UpstreamKeys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -66,10 +70,12 @@ class Ferryman:
         self.database: Database | None = None
         self.redis: Redis | None = None
         self.auth: Auth | None = None
+        self.keyring: Keyring | None = None
+        self.upstream_keys: UpstreamKeys | None = None
         self.tasks: list[Periodic] = []
         self.management = create_management_app(settings.docs_enabled)
-        forwarder = Forwarder(self.upstreams, self.metrics, self.trusted)
-        self.proxy = Proxy(self.table, forwarder, self.responder)
+        self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted)
+        self.proxy = Proxy(self.table, self.forwarder, self.responder)
         self._stack = build_stack(self)
 
     async def startup(self) -> None:
@@ -84,6 +90,8 @@ class Ferryman:
         await self._start_identity(self.database)
         for upstream in self.upstreams.values():
             await upstream.start()
+        await self._start_key_pool(self.database)
+        self.readiness.add("jobs", self._jobs_report)
         # Everything built so far lives as long as the process. Moving it out of the
         # collector's reach keeps a full collection from walking ~100k objects (tens of
         # milliseconds with the event loop stopped) while requests wait.
@@ -119,14 +127,60 @@ class Ferryman:
             )
         self.management.state.auth = auth
         self.proxy.install_auth(auth)
-        touches = Periodic("credential_last_used", 30.0, lambda: auth.touches.flush(database))
+        touches = Periodic(
+            "credential_last_used",
+            30.0,
+            lambda: auth.touches.flush(database),
+            metrics=self.metrics,
+            final=True,
+        )
         touches.start()
         self.tasks.append(touches)
+
+    async def _start_key_pool(self, database: Database) -> None:
+        assert self.secrets is not None
+        master_keys = MasterKeys.parse(self.secrets.encryption_keys.get_secret_value())
+        keyring = Keyring(database, master_keys, self.clock, self.metrics, self.upstreams)
+        await keyring.load(strict=True)
+        self.keyring = keyring
+        if self.redis is not None:
+            try:
+                await keyring.connect(self.redis, self.settings.redis_prefix)
+            except Exception as exc:
+                log.warning("key_pool_broadcast_unavailable", error=str(exc))
+        service = UpstreamKeys(
+            database,
+            keyring,
+            self.upstreams,
+            self.clock,
+            per_user_limit=self.settings.max_upstream_keys_per_user,
+        )
+        self.upstream_keys = service
+        self.management.state.upstream_keys = service
+        self.forwarder.install_pools(keyring.pools)
+        leader = self._leader() if self.redis is not None else None
+        for job in pool_jobs(service, self.settings, self.metrics, leader):
+            job.start()
+            self.tasks.append(job)
+
+    def _leader(self) -> Leader:
+        redis, prefix = self.redis, self.settings.redis_prefix
+        assert redis is not None
+
+        async def turn(job: str, seconds: float) -> bool:
+            return await claim(redis, f"{prefix}job:{job}", seconds)
+
+        return turn
+
+    async def _jobs_report(self) -> dict[str, Any]:
+        return {"jobs": {task.name: task.status() for task in self.tasks}}
 
     async def shutdown(self) -> None:
         for task in self.tasks:
             await task.stop()
         self.tasks.clear()
+        if self.keyring is not None:
+            await self.keyring.close()
         if self.auth is not None:
             await self.auth.invalidations.close()
         for upstream in self.upstreams.values():

@@ -4,6 +4,7 @@
      ├── ConfigError                 an invalid settings value or gateway file; start-up stops
      ├── SecretsError                the data directory's secrets cannot be read or written
      ├── StorageError                the database cannot be reached or migrated
+     ├── EncryptionError             a master key is malformed, missing or wrong
      └── GatewayError                answered to a client as the JSON error format
           ├── BadRequest             400 (invalid_path, invalid_header, invalid_host, ...)
           ├── Unauthorized           401, with WWW-Authenticate
@@ -40,6 +41,11 @@ class SecretsError(FerrymanError):
 
 class StorageError(FerrymanError):
     """The database cannot be reached, or its schema cannot be migrated."""
+
+
+class EncryptionError(FerrymanError):
+    """A sealed value cannot be opened: its master key is not configured, or is not the
+    key it was sealed under (or the stored value was altered)."""
 
 
 class GatewayError(FerrymanError):

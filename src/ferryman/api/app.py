@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from ferryman import __version__
-from ferryman.api import admin_routes, auth_routes, errors, keys_routes, passes_routes, users_routes
+from ferryman.api import (
+    admin_routes,
+    auth_routes,
+    errors,
+    keys_routes,
+    passes_routes,
+    upstream_keys_routes,
+    users_routes,
+)
 from ferryman.config.gateway import MANAGEMENT_PREFIXES
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
@@ -24,7 +32,14 @@ def create_management_app(docs: bool) -> FastAPI:
     )
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth_routes, users_routes, keys_routes, passes_routes, admin_routes):
+    for module in (
+        auth_routes,
+        users_routes,
+        keys_routes,
+        passes_routes,
+        admin_routes,
+        upstream_keys_routes,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     return app

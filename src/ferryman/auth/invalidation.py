@@ -9,20 +9,13 @@ lives.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import uuid
-from typing import TYPE_CHECKING
-
-import orjson
-import structlog
+from typing import TYPE_CHECKING, Any
 
 from ferryman.auth.cache import CredentialCache
+from ferryman.store.broadcast import Broadcast
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-log = structlog.get_logger("ferryman.invalidation")
 
 
 class Invalidations:
@@ -30,11 +23,15 @@ class Invalidations:
 
     def __init__(self, cache: CredentialCache) -> None:
         self._cache = cache
-        self._redis: Redis | None = None
-        self._channel = ""
-        self._origin = uuid.uuid4().hex
-        self._listener: asyncio.Task[None] | None = None
-        self.received = 0
+        # A lost connection: the cache forgets everything it may not have heard about.
+        self._fleet = Broadcast("invalidate", self._received, on_lost=cache.clear)
+
+    @property
+    def received(self) -> int:
+        return self._fleet.received
+
+    def _received(self, data: dict[str, Any]) -> None:
+        self._apply(str(data["kind"]), str(data["value"]))
 
     def _apply(self, kind: str, value: str) -> None:
         if kind == "user":
@@ -46,13 +43,7 @@ class Invalidations:
 
     async def _publish(self, kind: str, value: str) -> None:
         self._apply(kind, value)
-        if self._redis is None:
-            return
-        message = orjson.dumps({"origin": self._origin, "kind": kind, "value": value})
-        try:
-            await self._redis.publish(self._channel, message)
-        except Exception as exc:  # the TTL still bounds staleness
-            log.warning("invalidation_publish_failed", kind=kind, error=str(exc))
+        await self._fleet.publish({"kind": kind, "value": value})
 
     async def user(self, user_id: str) -> None:
         await self._publish("user", user_id)
@@ -66,38 +57,7 @@ class Invalidations:
 
     async def connect(self, redis: Redis, prefix: str) -> None:
         """Subscribe to the fleet's invalidations (returns once subscribed)."""
-        self._redis = redis
-        self._channel = f"{prefix}invalidate"
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._channel)
-        self._listener = asyncio.create_task(self._listen(pubsub), name="invalidations")
-
-    async def _listen(self, pubsub: object) -> None:
-        from redis.asyncio.client import PubSub
-
-        assert isinstance(pubsub, PubSub)
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is None:
-                    continue
-                data = orjson.loads(message["data"])
-                if data.get("origin") != self._origin:
-                    self._apply(str(data["kind"]), str(data["value"]))
-                    self.received += 1
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                raise
-            except Exception as exc:
-                # A lost connection: the cache forgets everything it cannot hear about.
-                log.warning("invalidation_listener_error", error=str(exc))
-                self._cache.clear()
-                await asyncio.sleep(1.0)
+        await self._fleet.connect(redis, prefix)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._fleet.close()

@@ -22,6 +22,8 @@ from pydantic import (
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
 IdentityField = Literal["user_id", "username", "role", "credential_id", "kind"]
 Provider = Literal["generic", "openai", "openrouter"]
+KeyStrategy = Literal["round_robin", "least_used", "weighted", "random"]
+UserKeys = Literal["exclusive", "prefer", "ignore"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
@@ -39,6 +41,7 @@ MANAGEMENT_PREFIXES = (
     "/api/v1/keys",
     "/api/v1/tokens",
     "/api/v1/admin",
+    "/api/v1/upstream-keys",
     "/docs",
     "/openapi.json",
 )
@@ -97,9 +100,63 @@ class NoCredential(_Model):
 
 
 class PoolCredential(_Model):
-    """Take a key from the upstream's encrypted key pool."""
+    """Take a key from the upstream's encrypted key pool, failing over between keys."""
 
     kind: Literal["pool"] = "pool"
+    header: str = "Authorization"
+    """Header the key is sent in (the client's own copy is never forwarded)."""
+    prefix: str = "Bearer "
+    """Put before the key in that header."""
+    strategy: KeyStrategy = "round_robin"
+    """How a healthy key is chosen: `round_robin`, `least_used` (fewest requests in
+    flight), `weighted` (by each key's weight), `random`."""
+    user_keys: UserKeys = "exclusive"
+    """Callers who added their own keys for this upstream: `exclusive` uses only theirs,
+    `prefer` uses theirs while one is healthy and then the shared pool, `ignore` always
+    uses the shared pool."""
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    """Keys tried for one request before giving up (each failure before the first
+    response byte moves on to the next healthy key)."""
+    replay_limit: ByteSize = ByteSize(1024 * 1024)
+    """Request bodies up to this size are kept so a failed attempt can be replayed on the
+    next key; a larger body streams through once, without failover."""
+    cooldown: float = Field(default=60.0, gt=0)
+    """Seconds a key rests after a 429 that carries no `Retry-After`."""
+    max_cooldown: float = Field(default=3600.0, gt=0)
+    """Longest rest a `Retry-After` can impose."""
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive 5xx answers or timeouts that open a key's circuit breaker."""
+    backoff: float = Field(default=5.0, gt=0)
+    """First rest of an opened breaker; doubled each time it opens again."""
+    max_backoff: float = Field(default=300.0, gt=0)
+    invalid_statuses: tuple[int, ...] = (401, 403)
+    """Upstream statuses that mark a key invalid (out until a probe or an operator
+    restores it)."""
+    probe_interval: float = Field(default=300.0, ge=0)
+    """Seconds between health probes of each key; 0 turns probing off."""
+    probe_path: str | None = None
+    """Path probed with the key (`/key` for OpenRouter, required for other providers
+    when probing is wanted)."""
+
+    @field_validator("header")
+    @classmethod
+    def _header_is_token(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("must be a valid HTTP header name")
+        return value
+
+    @field_validator("invalid_statuses")
+    @classmethod
+    def _client_errors(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for status in value:
+            if not 400 <= status <= 499 or status in (402, 429):
+                raise ValueError(f"{status} is not a 4xx status that can mean a bad key")
+        return value
+
+    @field_validator("probe_path")
+    @classmethod
+    def _check_probe_path(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_prefix(value, what="probe_path")
 
 
 class FixedCredential(_Model):

@@ -8,12 +8,13 @@ agree on one file through an exclusive lock.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,47 @@ def _write(path: Path, data: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[Path]:
+    """The secrets file's path, held under the data directory's exclusive lock."""
+    lock_path = data_dir / ".secrets.lock"
+    try:
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SecretsError(f"cannot lock {lock_path}: {exc}") from None
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        yield data_dir / SECRETS_FILE
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+
+
+def add_master_key(settings: Settings, key_id: str, key: str) -> str:
+    """Put a new master key first in the data directory's list; the new list.
+
+    Only for generated keys: when FERRYMAN_ENCRYPTION_KEYS is set, the operator owns
+    the list and adds the key there."""
+    if settings.encryption_keys is not None:
+        raise SecretsError(
+            "FERRYMAN_ENCRYPTION_KEYS is set: add the new key at its front yourself "
+            f"({key_id}:<32 random bytes, URL-safe base64>), restart, then rotate"
+        )
+    data_dir = ensure_data_dir(settings.data_dir)
+    with _locked(data_dir) as path:
+        stored = _read(path)
+        current = stored.get("encryption_keys")
+        if not current:
+            raise SecretsError(f"{path} holds no encryption keys yet; start Ferryman once first")
+        stored["encryption_keys"] = f"{key_id}:{key},{current}"
+        try:
+            _write(path, stored)
+        except OSError as exc:
+            raise SecretsError(f"cannot write {path}: {exc}") from None
+    log.warning("master_key_added", key_id=key_id, path=str(path))
+    return stored["encryption_keys"]
+
+
 def ensure_secrets(settings: Settings) -> Secrets:
     """Return the secrets, generating (once) those the environment does not provide."""
     from_env = {
@@ -102,14 +144,7 @@ def ensure_secrets(settings: Settings) -> Secrets:
     stored: dict[str, str] = {}
     if missing:
         data_dir = ensure_data_dir(settings.data_dir)
-        path = data_dir / SECRETS_FILE
-        lock_path = data_dir / ".secrets.lock"
-        try:
-            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise SecretsError(f"cannot lock {lock_path}: {exc}") from None
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with _locked(data_dir) as path:
             stored = _read(path)
             generated = [name for name in missing if not stored.get(name)]
             if generated:
@@ -126,9 +161,6 @@ def ensure_secrets(settings: Settings) -> Secrets:
                         path=str(path),
                         hint=f"set FERRYMAN_{name.upper()} to manage it yourself",
                     )
-        finally:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
-            os.close(lock_fd)
 
     def pick(name: str) -> SecretStr:
         value = from_env[name]

@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     login_failure_window: float = Field(default=60.0, gt=0)
 
     max_keys_per_user: int = Field(default=100, ge=1)
+    max_upstream_keys_per_user: int = Field(default=10, ge=0)
+    """Provider keys a user may add for their own traffic (0: only admins add keys)."""
+    upstream_sync_interval: float = Field(default=3600.0, ge=0)
+    """Seconds between syncs of each provider key's usage and credit (0: never)."""
+    upstream_validation_interval: float = Field(default=86_400.0, ge=0)
+    """Seconds between validations of every provider key, disabled ones included."""
+    upstream_refresh_interval: float = Field(default=30.0, gt=0)
+    """Seconds between reloads of the key pool from the database (changes made through
+    this process or announced over Redis apply at once)."""
     access_pass_durations: Annotated[tuple[int, ...], NoDecode] = (1, 12, 24, 168, 720)
     """Hours an access pass may be bought for (comma-separated)."""
 

@@ -121,5 +121,7 @@ class Observe:
                 ctx.consumer,
                 ctx.credential,
                 ctx.error,
+                ctx.upstream_key,
+                ctx.attempts,
             )
         )

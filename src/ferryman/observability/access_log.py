@@ -17,10 +17,11 @@ from ferryman.observability.logging import Sink, iso_time, redact_query, scrub
 
 #: (time, level, method, raw path, query, route, status, seconds, upstream,
 #:  upstream seconds, upstream total seconds, bytes in, bytes out, correlation id,
-#:  client ip, consumer, credential, error)
+#:  client ip, consumer, credential, error, upstream key id, upstream attempts)
 Record = tuple[
     float, int, str, bytes, bytes, str, int, float, "str | None", "float | None",
     "float | None", int, int, str, str, "str | None", "str | None", "str | None",
+    "str | None", int,
 ]  # fmt: skip
 
 
@@ -34,7 +35,7 @@ def render(record: Record) -> dict[str, Any]:
     (
         at, level, method, raw_path, query, route, status, seconds, upstream,
         upstream_seconds, upstream_total, bytes_in, bytes_out, correlation_id,
-        client_ip, consumer, credential, error,
+        client_ip, consumer, credential, error, upstream_key, attempts,
     ) = record  # fmt: skip
     path = raw_path.decode("latin-1")
     if query:
@@ -59,6 +60,8 @@ def render(record: Record) -> dict[str, Any]:
         "consumer": consumer,
         "credential": credential,
         "error": error,
+        "upstream_key": upstream_key,
+        "attempts": attempts,
     }
 
 

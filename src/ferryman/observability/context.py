@@ -29,6 +29,7 @@ class RequestContext:
     """Filled in along the hot path, read once by the access log and metrics."""
 
     __slots__ = (
+        "attempts",
         "bytes_in",
         "bytes_out",
         "client_gone",
@@ -44,6 +45,7 @@ class RequestContext:
         "upstream",
         "upstream_ended",
         "upstream_headers",
+        "upstream_key",
         "upstream_sent",
     )
 
@@ -53,6 +55,8 @@ class RequestContext:
         self.started = time.perf_counter()
         self.route: str | None = None
         self.upstream: str | None = None
+        self.upstream_key: str | None = None
+        self.attempts = 0
         self.consumer: str | None = None
         self.credential: str | None = None
         self.status = 0

@@ -42,6 +42,10 @@ LATENCY_BUCKETS = (
     120.0, 300.0,
 )  # fmt: skip
 
+#: The states an upstream key can be in (`ferryman.upstreams.health.KeyState`), and
+#: `disabled` for a key an operator switched off.
+KEY_STATES = ("healthy", "cooling_down", "out_of_credit", "invalid", "disabled")
+
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _REQUESTS = ("ferryman_requests", "Requests answered, by route, method and status.")
@@ -55,6 +59,24 @@ _UPSTREAM = (
 )
 _ERRORS = ("ferryman_upstream_errors", "Upstream exchanges that failed, by upstream and reason.")
 _IN_FLIGHT = ("ferryman_requests_in_flight", "Requests being handled now.")
+_KEY_REQUESTS = (
+    "ferryman_upstream_key_requests",
+    "Exchanges made with each upstream key (every attempt counts).",
+)
+_KEY_FAILURES = (
+    "ferryman_upstream_key_failures",
+    "Exchanges that counted against an upstream key, by reason.",
+)
+_KEY_STATE = (
+    "ferryman_upstream_key_state",
+    "1 for the state each upstream key is in, 0 for the others.",
+)
+_JOB_SUCCESS = (
+    "ferryman_job_last_success_timestamp_seconds",
+    "When each background job last succeeded (Unix time).",
+)
+_JOB_FAILURES = ("ferryman_job_failures", "Failed iterations of each background job.")
+_KEY_LABELS = ["upstream", "key_id", "key_name"]
 
 
 def multiprocess_dir() -> str | None:
@@ -85,6 +107,19 @@ class Metrics:
         raise NotImplementedError
 
     def upstream_error(self, upstream: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def key_request(self, upstream: str, key_id: str, key_name: str) -> None:
+        raise NotImplementedError
+
+    def key_failure(self, upstream: str, key_id: str, key_name: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def key_state(self, upstream: str, key_id: str, key_name: str, state: str) -> None:
+        """Set the key's state (the gauge is 1 for it and 0 for the other states)."""
+        raise NotImplementedError
+
+    def job_run(self, job: str, ok: bool, at: float) -> None:
         raise NotImplementedError
 
     def render(self) -> tuple[bytes, bytes]:
@@ -124,6 +159,11 @@ class LocalMetrics(Metrics, Collector):
         self.durations: dict[str, _Histogram] = {}
         self.upstream_durations: dict[tuple[str, str], _Histogram] = {}
         self.errors: dict[tuple[str, str], int] = {}
+        self.key_requests: dict[tuple[str, str, str], int] = {}
+        self.key_failures: dict[tuple[str, str, str, str], int] = {}
+        self.key_states: dict[tuple[str, str, str], str] = {}
+        self.job_success: dict[str, float] = {}
+        self.job_failures: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -153,6 +193,25 @@ class LocalMetrics(Metrics, Collector):
         key = (upstream, reason)
         self.errors[key] = self.errors.get(key, 0) + 1
 
+    def key_request(self, upstream: str, key_id: str, key_name: str) -> None:
+        key = (upstream, key_id, key_name)
+        self.key_requests[key] = self.key_requests.get(key, 0) + 1
+
+    def key_failure(self, upstream: str, key_id: str, key_name: str, reason: str) -> None:
+        key = (upstream, key_id, key_name, reason)
+        self.key_failures[key] = self.key_failures.get(key, 0) + 1
+
+    def key_state(self, upstream: str, key_id: str, key_name: str, state: str) -> None:
+        for known in [k for k in self.key_states if k[1] == key_id and k[2] != key_name]:
+            del self.key_states[known]  # renamed: one series per key
+        self.key_states[(upstream, key_id, key_name)] = state
+
+    def job_run(self, job: str, ok: bool, at: float) -> None:
+        if ok:
+            self.job_success[job] = at
+        else:
+            self.job_failures[job] = self.job_failures.get(job, 0) + 1
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
         for (route, method, status), count in sorted(self.requests.items()):
@@ -171,6 +230,27 @@ class LocalMetrics(Metrics, Collector):
             errors.add_metric([name, reason], count)
         yield errors
         yield GaugeMetricFamily(*_IN_FLIGHT, value=self.in_flight)
+        key_requests = CounterMetricFamily(*_KEY_REQUESTS, labels=_KEY_LABELS)
+        for labels, count in sorted(self.key_requests.items()):
+            key_requests.add_metric(list(labels), count)
+        yield key_requests
+        key_failures = CounterMetricFamily(*_KEY_FAILURES, labels=[*_KEY_LABELS, "reason"])
+        for failure_labels, count in sorted(self.key_failures.items()):
+            key_failures.add_metric(list(failure_labels), count)
+        yield key_failures
+        key_states = GaugeMetricFamily(*_KEY_STATE, labels=[*_KEY_LABELS, "state"])
+        for labels, current in sorted(self.key_states.items()):
+            for state in KEY_STATES:
+                key_states.add_metric([*labels, state], 1.0 if state == current else 0.0)
+        yield key_states
+        success = GaugeMetricFamily(*_JOB_SUCCESS, labels=["job"])
+        for job, at in sorted(self.job_success.items()):
+            success.add_metric([job], at)
+        yield success
+        failures = CounterMetricFamily(*_JOB_FAILURES, labels=["job"])
+        for job, count in sorted(self.job_failures.items()):
+            failures.add_metric([job], count)
+        yield failures
 
     def render(self) -> tuple[bytes, bytes]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
@@ -190,6 +270,13 @@ class SharedMetrics(Metrics):
         )
         self._errors = Counter(*_ERRORS, ["upstream", "reason"], registry=r)
         self._in_flight = Gauge(*_IN_FLIGHT, registry=r, multiprocess_mode="livesum")
+        self._key_requests = Counter(*_KEY_REQUESTS, _KEY_LABELS, registry=r)
+        self._key_failures = Counter(*_KEY_FAILURES, [*_KEY_LABELS, "reason"], registry=r)
+        self._key_state = Gauge(
+            *_KEY_STATE, [*_KEY_LABELS, "state"], registry=r, multiprocess_mode="mostrecent"
+        )
+        self._job_success = Gauge(*_JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
+        self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -206,6 +293,24 @@ class SharedMetrics(Metrics):
 
     def upstream_error(self, upstream: str, reason: str) -> None:
         self._errors.labels(upstream, reason).inc()
+
+    def key_request(self, upstream: str, key_id: str, key_name: str) -> None:
+        self._key_requests.labels(upstream, key_id, key_name).inc()
+
+    def key_failure(self, upstream: str, key_id: str, key_name: str, reason: str) -> None:
+        self._key_failures.labels(upstream, key_id, key_name, reason).inc()
+
+    def key_state(self, upstream: str, key_id: str, key_name: str, state: str) -> None:
+        for known in KEY_STATES:
+            self._key_state.labels(upstream, key_id, key_name, known).set(
+                1.0 if known == state else 0.0
+            )
+
+    def job_run(self, job: str, ok: bool, at: float) -> None:
+        if ok:
+            self._job_success.labels(job).set(at)
+        else:
+            self._job_failures.labels(job).inc()
 
     def render(self) -> tuple[bytes, bytes]:
         registry = CollectorRegistry()

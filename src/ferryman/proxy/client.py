@@ -86,6 +86,22 @@ class ClientStream:
             return body
         return self._stream(body)
 
+    async def replayable(
+        self, body: bytes | AsyncIterator[bytes], limit: int
+    ) -> bytes | AsyncIterator[bytes]:
+        """The body as bytes when it ends within `limit` (so it can be sent again), else
+        a stream of what was read followed by the rest."""
+        if isinstance(body, bytes):
+            return body
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in body:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return _chain(parts, body)
+        return b"".join(parts)
+
     async def _stream(self, first: bytes) -> AsyncIterator[bytes]:
         if first:
             yield first
@@ -123,3 +139,10 @@ class ClientStream:
             self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk

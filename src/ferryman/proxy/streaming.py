@@ -30,6 +30,9 @@ from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
 from ferryman.types import Receive, Scope, Send
+from ferryman.upstreams.attempt import Attempt
+from ferryman.upstreams.health import failure_of, verdict
+from ferryman.upstreams.pool import KeyPool
 
 log = structlog.get_logger("ferryman.proxy")
 
@@ -59,6 +62,11 @@ class Forwarder:
         self._upstreams = upstreams
         self._metrics = metrics
         self._trusted = trusted
+        self._pools: dict[str, KeyPool] = {}
+
+    def install_pools(self, pools: dict[str, KeyPool]) -> None:
+        """Use these key pools for the upstreams whose credential is `pool`."""
+        self._pools = pools
 
     async def forward(
         self,
@@ -78,11 +86,15 @@ class Forwarder:
         """
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
+        pool: KeyPool | None = None
         if upstream.spec.credential.kind == "pool":
-            # The key pool is not built yet: never forward without the credential.
-            raise ServiceUnavailable(
-                f"no upstream key is available for {upstream.name!r}", code="no_upstream_key"
-            )
+            pool = self._pools.get(upstream.name)
+            if pool is None:
+                # Never forward without the credential the upstream expects.
+                raise ServiceUnavailable(
+                    f"no upstream key is available for {upstream.name!r}", code="no_upstream_key"
+                )
+            drop = drop | pool.header_name
         query: bytes = scope["query_string"]
         if query:
             check_query(query)
@@ -104,14 +116,27 @@ class Forwarder:
         method: str = scope["method"]
         client = ClientStream(receive, ctx, route.max_body_size)
         response: aiohttp.ClientResponse | None = None
+        attempt: Attempt | None = None
         try:
             try:
                 data = await client.first()
+                if pool is not None:
+                    data = await client.replayable(data, pool.spec.replay_limit)
             except ClientDisconnected:
                 ctx.client_gone = True
                 return
-            response = await self._exchange(upstream, method, url, headers, data, client, ctx)
+            if pool is None:
+                response = await self._exchange(upstream, method, url, headers, data, client, ctx)
+            else:
+                attempt = Attempt(pool, ctx, self._metrics)
+                response = await self._with_pool(
+                    attempt, upstream, method, url, headers, data, client, ctx
+                )
             await self._relay(response, send, ctx, method, route.name)
+        except StreamAborted:
+            if attempt is not None:
+                attempt.broke_off()
+            raise
         except asyncio.CancelledError:
             if ctx.client_gone:
                 task = asyncio.current_task()
@@ -121,11 +146,60 @@ class Forwarder:
             raise
         finally:
             client.close()
+            if attempt is not None:
+                attempt.done()
             if response is not None:
                 if ctx.response_done:
                     response.release()
                 else:
                     response.close()
+
+    async def _with_pool(
+        self,
+        attempt: Attempt,
+        upstream: UpstreamClient,
+        method: str,
+        url: object,
+        headers: list[tuple[str, str]],
+        data: bytes | AsyncIterator[bytes],
+        body: ClientStream,
+        ctx: RequestContext,
+    ) -> aiohttp.ClientResponse:
+        """Try healthy keys in turn until one gets an answer that is not the key's fault.
+
+        A failure moves on to the next key only while nothing has been sent to the client
+        and the body can be replayed; the answer that ends the loop is relayed.
+        """
+        pool = attempt.pool
+        spec = pool.spec
+        replayable = isinstance(data, bytes)
+        header = spec.header
+        while True:
+            key = attempt.next_key()
+            if key is None:
+                raise attempt.exhausted(replayable)
+            sent = [*headers, (header, key.header_value)]
+            try:
+                response = await self._exchange(upstream, method, url, sent, data, body, ctx)
+            except UpstreamError as error:
+                attempt.failed(failure_of(error))
+                if not replayable or not attempt.more():
+                    raise
+                continue
+            failure = verdict(
+                spec, response.status, response.headers.get("Retry-After"), attempt.now()
+            )
+            if failure is None:
+                attempt.succeeded()
+                return response
+            attempt.failed(failure)
+            if replayable and attempt.more():
+                response.close()
+                continue
+            if failure.breaker:
+                return response  # the upstream's own 5xx is its answer
+            response.close()
+            raise attempt.exhausted(replayable)
 
     async def _exchange(
         self,

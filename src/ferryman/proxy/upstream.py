@@ -51,8 +51,11 @@ class UpstreamClient:
                 )
             self.credential_header = (credential.header, credential.prefix + value)
 
-    async def start(self) -> None:
-        self.resolve_credential()
+    async def start(self, *, credentials: bool = True) -> None:
+        """Open the pool; `credentials=False` skips the fixed credential (tools that only
+        probe pool keys need no other secret)."""
+        if credentials:
+            self.resolve_credential()
         ssl_context: ssl.SSLContext | bool = bool(self.spec.tls_verify)
         connector = aiohttp.TCPConnector(
             limit=self.spec.pool.size,

@@ -28,3 +28,8 @@ def connect_redis(url: str) -> Redis:
 async def ping(client: Redis) -> dict[str, Any]:
     await client.ping()
     return {"backend": "redis"}
+
+
+async def claim(client: Redis, key: str, seconds: float) -> bool:
+    """Take `key` for `seconds` if no one holds it (a job's turn in a fleet)."""
+    return bool(await client.set(key, b"1", nx=True, px=max(1, int(seconds * 1000))))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -101,4 +103,40 @@ sessions = Table(
     Column("user_agent", String(300), nullable=True),
     Column("client_ip", String(64), nullable=True),
     Index("ix_sessions_user_id", "user_id"),
+)
+
+#: Provider keys (`sk-or-…`), sealed with AES-256-GCM; the shared pool when `owner_id`
+#: is NULL, else one user's own key for their own traffic.
+upstream_keys = Table(
+    "upstream_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("upstream", String(64), nullable=False),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("name", String(100), nullable=False),
+    Column("sealed_key", Text, nullable=False),
+    Column("master_key_id", String(32), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_until", UTCDateTime, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("last_error_at", UTCDateTime, nullable=True),
+    Column("last_checked_at", UTCDateTime, nullable=True),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("request_count", BigInteger, nullable=False),
+    Column("failure_count", BigInteger, nullable=False),
+    Column("usage", Float, nullable=True),
+    Column("credit_limit", Float, nullable=True),
+    Column("limit_remaining", Float, nullable=True),
+    Column("credits_total", Float, nullable=True),
+    Column("credits_used", Float, nullable=True),
+    Column("synced_at", UTCDateTime, nullable=True),
+    Column("validated_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_upstream_keys_upstream", "upstream"),
+    Index("ix_upstream_keys_owner_id", "owner_id"),
 )

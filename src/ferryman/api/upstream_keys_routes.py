@@ -1,0 +1,219 @@
+"""`/api/v1/upstream-keys`: provider keys in the encrypted pool.
+
+Admins manage the shared pool of every upstream; a user manages the keys they added for
+their own traffic (at most `max_upstream_keys_per_user`). The key itself is accepted
+once, validated with the provider, sealed, and never returned: every view is masked.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ferryman.api.deps import CallerDep, owned_by
+from ferryman.errors import Forbidden, NotFound, ServiceUnavailable
+from ferryman.store.upstream_keys import UpstreamKeyRow
+from ferryman.upstreams.service import KeyView, UpstreamKeys
+
+router = APIRouter(prefix="/upstream-keys", tags=["upstream keys"])
+
+
+def get_service(request: Request) -> UpstreamKeys:
+    service: UpstreamKeys | None = getattr(request.app.state, "upstream_keys", None)
+    if service is None:
+        raise ServiceUnavailable("the gateway is starting", code="starting")
+    return service
+
+
+class UpstreamKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upstream: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    key: SecretStr
+    """The provider key; validated with the provider, then sealed and never shown again."""
+    shared: bool | None = None
+    """Admins: into the upstream's shared pool (the default for admins); users may only
+    add their own keys."""
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    validate_key: bool = Field(default=True, alias="validate")
+    """Ask the provider whether the key works before storing it."""
+
+
+class UpstreamKeyPatch(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
+    enabled: bool | None = None
+    weight: Annotated[int | None, Field(ge=1, le=1000)] = None
+    reset_health: bool = False
+    """Mark the key healthy again (after fixing what made it invalid or out of credit)."""
+
+
+class KeyUsage(BaseModel):
+    requests: int
+    failures: int
+    provider_usage: float | None
+    limit: float | None
+    limit_remaining: float | None
+    credits_total: float | None
+    credits_used: float | None
+    synced_at: datetime | None
+
+
+class UpstreamKeyOut(BaseModel):
+    id: str
+    upstream: str
+    owner_id: str | None
+    shared: bool
+    name: str
+    masked: str
+    weight: int
+    enabled: bool
+    state: str
+    cooling_until: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    last_checked_at: datetime | None
+    validated_at: datetime | None
+    last_used_at: datetime | None
+    usage: KeyUsage
+    master_key_id: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: KeyView) -> UpstreamKeyOut:
+        row = view.row
+        until = view.state_until if view.state == "cooling_down" else None
+        return cls(
+            id=row.id,
+            upstream=row.upstream,
+            owner_id=row.owner_id,
+            shared=row.owner_id is None,
+            name=row.name,
+            masked=row.masked,
+            weight=row.weight,
+            enabled=row.enabled,
+            state=view.state,
+            cooling_until=datetime.fromtimestamp(until, UTC) if until else None,
+            last_error=view.last_error,
+            last_error_at=row.last_error_at,
+            last_checked_at=row.last_checked_at,
+            validated_at=row.validated_at,
+            last_used_at=row.last_used_at,
+            usage=KeyUsage(
+                requests=row.request_count,
+                failures=row.failure_count,
+                provider_usage=row.usage,
+                limit=row.credit_limit,
+                limit_remaining=row.limit_remaining,
+                credits_total=row.credits_total,
+                credits_used=row.credits_used,
+                synced_at=row.synced_at,
+            ),
+            master_key_id=row.master_key_id,
+            created_at=row.created_at,
+        )
+
+
+class UpstreamKeyList(BaseModel):
+    items: list[UpstreamKeyOut]
+    total: int
+
+
+class CheckOut(BaseModel):
+    key: UpstreamKeyOut
+    result: str
+    message: str
+
+
+async def _owned(service: UpstreamKeys, caller: CallerDep, key_id: str) -> UpstreamKeyRow:
+    missing = NotFound("no such upstream key", code="upstream_key_not_found")
+    try:
+        row = await service.get(key_id)
+    except NotFound:
+        raise missing from None
+    if row.owner_id is None:
+        if not caller.is_admin:
+            raise missing
+    else:
+        owned_by(caller, row.owner_id, missing)
+    return row
+
+
+async def _out(service: UpstreamKeys, key_id: str) -> UpstreamKeyOut:
+    await service.keyring.flush()
+    return UpstreamKeyOut.of(service.view(await service.get(key_id)))
+
+
+@router.post("", status_code=201)
+async def add_key(body: UpstreamKeyIn, caller: CallerDep, request: Request) -> UpstreamKeyOut:
+    service = get_service(request)
+    shared = caller.is_admin if body.shared is None else body.shared
+    if shared and not caller.is_admin:
+        raise Forbidden("only admins add keys to the shared pool", code="admin_required")
+    if not shared and not caller.is_admin and service.per_user_limit == 0:
+        raise Forbidden("this gateway does not take users' own keys", code="admin_required")
+    row = await service.create(
+        upstream=body.upstream,
+        name=body.name,
+        secret=body.key.get_secret_value(),
+        owner_id=None if shared else caller.user_id,
+        weight=body.weight,
+        validate=body.validate_key,
+    )
+    return UpstreamKeyOut.of(service.view(row))
+
+
+@router.get("")
+async def list_keys(caller: CallerDep, request: Request) -> UpstreamKeyList:
+    """Admins see every key; a user sees the keys they added."""
+    service = get_service(request)
+    views = await service.listing(owner_id=caller.user_id, everyone=caller.is_admin)
+    return UpstreamKeyList(items=[UpstreamKeyOut.of(v) for v in views], total=len(views))
+
+
+@router.get("/{key_id}")
+async def get_key(key_id: str, caller: CallerDep, request: Request) -> UpstreamKeyOut:
+    service = get_service(request)
+    await _owned(service, caller, key_id)
+    return await _out(service, key_id)
+
+
+@router.patch("/{key_id}")
+async def update_key(
+    key_id: str, body: UpstreamKeyPatch, caller: CallerDep, request: Request
+) -> UpstreamKeyOut:
+    service = get_service(request)
+    await _owned(service, caller, key_id)
+    values: dict[str, Any] = {
+        name: value
+        for name, value in (("name", body.name), ("enabled", body.enabled), ("weight", body.weight))
+        if value is not None
+    }
+    if body.reset_health:
+        values["reset_health"] = True
+    if values:
+        await service.change(key_id, **values)
+    return await _out(service, key_id)
+
+
+@router.delete("/{key_id}", status_code=204)
+async def delete_key(key_id: str, caller: CallerDep, request: Request) -> None:
+    service = get_service(request)
+    await _owned(service, caller, key_id)
+    await service.delete(key_id)
+
+
+@router.post("/{key_id}/check")
+async def check_key(key_id: str, caller: CallerDep, request: Request) -> CheckOut:
+    """Probe the key with its provider now; a success restores it to the pool."""
+    service = get_service(request)
+    await _owned(service, caller, key_id)
+    probe = await service.check(key_id)
+    return CheckOut(
+        key=await _out(service, key_id), result=probe.state.value, message=probe.message
+    )

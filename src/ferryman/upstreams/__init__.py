@@ -1,0 +1,1 @@
+"""Upstream credentials: the encrypted key pool, its health, and provider adapters."""
