@@ -21,7 +21,9 @@ async def openrouter() -> AsyncIterator[FakeOpenRouter]:
     await fake.stop()
 
 
-def pooled_gateway(base_url: str, *, auth: list[str] | None = None, **pool: Any) -> dict[str, Any]:
+def pooled_gateway(
+    base_url: str, *, auth: list[str] | None = None, timeout_read: float = 2, **pool: Any
+) -> dict[str, Any]:
     """`/v1/*` to the fake OpenRouter with keys from the pool (probing off unless asked)."""
     credential = {"kind": "pool", "probe_interval": 0, **pool}
     return {
@@ -30,7 +32,7 @@ def pooled_gateway(base_url: str, *, auth: list[str] | None = None, **pool: Any)
                 "url": base_url,
                 "provider": "openrouter",
                 "credential": credential,
-                "timeout": {"connect": 2, "read": 2},
+                "timeout": {"connect": 2, "read": timeout_read},
             }
         },
         "routes": [
@@ -53,11 +55,14 @@ async def pooled(
     *,
     clock: Clock | None = None,
     auth: list[str] | None = None,
+    timeout_read: float = 2,
     **pool: Any,
 ) -> AsyncIterator[Running]:
     """The gateway with `keys` (key → owner id, None for the shared pool) added unvalidated."""
     async with serve_app(
-        settings, pooled_gateway(fake.base_url, auth=auth, **pool), clock=clock
+        settings,
+        pooled_gateway(fake.base_url, auth=auth, timeout_read=timeout_read, **pool),
+        clock=clock,
     ) as gw:
         service = gw.app.upstream_keys
         assert service is not None
