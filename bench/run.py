@@ -88,7 +88,24 @@ SCENARIOS: tuple[Scenario, ...] = (
         headers={"Authorization": "Bearer {api_key}"},
         target=0.9,
     ),
+    Scenario(
+        name="pooled",
+        path="/pooled/v1/chat/completions",
+        route={"name": "pooled", "path": "/pooled", "upstream": "pooled", "strip_prefix": True},
+        gateway={
+            "upstreams": {
+                "pooled": {
+                    "url": "{upstream}",
+                    "credential": {"kind": "pool", "probe_interval": 0},
+                }
+            }
+        },
+        target=0.9,
+    ),
 )
+
+#: Provider keys put into the pool of the `pooled` scenario's upstream before the run.
+POOL_KEYS = 3
 BASELINE = "pass"
 
 
@@ -507,6 +524,8 @@ def start_floor(
 
 
 def gateway_config(upstream: str, scenarios: Sequence[Scenario]) -> dict[str, Any]:
+    """The gateway file: nginx as `static`, each scenario's route and sections (an
+    upstream URL written `{upstream}` is the same nginx)."""
     config: dict[str, Any] = {"upstreams": {"static": {"url": upstream}}, "routes": []}
     for scenario in scenarios:
         for key, value in scenario.gateway.items():
@@ -515,6 +534,8 @@ def gateway_config(upstream: str, scenarios: Sequence[Scenario]) -> dict[str, An
             else:
                 config[key] = value
         config["routes"].append(scenario.route)
+    for spec in config["upstreams"].values():
+        spec["url"] = spec["url"].format(upstream=upstream)
     return config
 
 
@@ -549,21 +570,35 @@ def start_ferryman(
         "--port",
         str(port),
     ]
-    secrets = provision(env, ws, scenarios)
+    secrets = provision(env, ws, scenarios, config)
     proc = procs.start(argv, log=log, env=env, cwd=ws.root)
     url = f"http://127.0.0.1:{port}"
     wait_until_up("ferryman", url + "/health/live", proc, log)
     return proc, url, log, secrets
 
 
-def provision(env: dict[str, str], ws: Workspace, scenarios: Sequence[Scenario]) -> dict[str, str]:
-    """Credentials the scenarios' headers name, made with the CLI before the server starts."""
-    wanted = " ".join(v for s in scenarios for v in s.headers.values())
-    if "{api_key}" not in wanted:
-        return {}
+def provision(
+    env: dict[str, str], ws: Workspace, scenarios: Sequence[Scenario], config: Path
+) -> dict[str, str]:
+    """Credentials the scenarios need, made with the CLI before the server starts: a
+    client key for headers that name `{api_key}`, provider keys for pooled upstreams."""
     run = functools.partial(
         subprocess.run, env=env, cwd=ws.root, capture_output=True, text=True, check=True
     )
+    pooled = [
+        name
+        for s in scenarios
+        for name, spec in s.gateway.get("upstreams", {}).items()
+        if spec.get("credential", {}).get("kind") == "pool"
+    ]
+    for upstream in pooled:
+        for number in range(POOL_KEYS):
+            add = ["upstream-keys", "add", "--upstream", upstream, "--name", f"bench-{number}"]
+            run([ferryman_executable(), *add, "--no-validate", "--config", str(config)],
+                input=f"sk-bench-{number:02d}-{'x' * 40}\n")  # fmt: skip
+    wanted = " ".join(v for s in scenarios for v in s.headers.values())
+    if "{api_key}" not in wanted:
+        return {}
     run([ferryman_executable(), "admin", "create", "--username", "bench", "--password-stdin"],
         input="bench password, long enough\n")  # fmt: skip
     key = run([ferryman_executable(), "keys", "create", "--user", "bench", "--name", "bench"])

@@ -94,7 +94,7 @@ class Forwarder:
                 raise ServiceUnavailable(
                     f"no upstream key is available for {upstream.name!r}", code="no_upstream_key"
                 )
-            drop = drop | pool.header_name
+            drop = drop | pool.header_name if drop else pool.header_name
         query: bytes = scope["query_string"]
         if query:
             check_query(query)
@@ -186,8 +186,11 @@ class Forwarder:
                 if not replayable or not attempt.more():
                     raise
                 continue
-            failure = verdict(
-                spec, response.status, response.headers.get("Retry-After"), attempt.now()
+            status = response.status
+            failure = (
+                None
+                if status < 400
+                else verdict(spec, status, response.headers.get("Retry-After"), attempt.now())
             )
             if failure is None:
                 attempt.succeeded()
