@@ -11,11 +11,13 @@ Every route lives under /api/v1 and needs `Authorization: Bearer <key>` for a re
     anything else under /api/v1    404
 
 Each key has a behaviour: "ok", "401", "402", "403", "429" (Retry-After when given), "500",
-"503", "hang" (never answers), "reset" (drops the connection unanswered) or "reset_midway"
-(200 headers and part of the body, then drops the connection). /key and /credits still answer
-200 for 429/500/503 keys, and for a 402 key /key shows limit_remaining 0, as the real service
-does. Errors use OpenRouter's shape `{"error": {"code": N, "message": "..."}}`. Every answer
-for a registered key carries `X-Fake-Key-Label`, so tests can tell which key served.
+"503", "hang" (never answers), "reset" (drops the connection unanswered), "reset_midway"
+(200 headers and part of the body, then drops the connection) or "moderation" (403 for a
+chat completion, as OpenRouter answers flagged input; /key still 200). /key and /credits
+still answer 200 for 429/500/503 keys, and for a 402 key /key shows limit_remaining 0, as
+the real service does. Errors use OpenRouter's shape `{"error": {"code": N, "message":
+"..."}}`. Every answer for a registered key carries `X-Fake-Key-Label`, so tests can tell
+which key served.
 """
 
 from __future__ import annotations
@@ -37,7 +39,19 @@ MODELS_PATH = f"{API_PREFIX}/models"
 LABEL_HEADER = "X-Fake-Key-Label"
 
 BEHAVIOURS = frozenset(
-    {"ok", "401", "402", "403", "429", "500", "503", "hang", "reset", "reset_midway"}
+    {
+        "ok",
+        "401",
+        "402",
+        "403",
+        "429",
+        "500",
+        "503",
+        "hang",
+        "reset",
+        "reset_midway",
+        "moderation",
+    }
 )
 #: Behaviours that /key and /credits ignore: the key itself is still valid.
 _KEY_STILL_VALID = frozenset({"429", "500", "503"})
@@ -221,6 +235,9 @@ class FakeOpenRouter:
             return await self._reset(request)
         if behaviour in {"401", "403"}:
             return self._error(call, state, int(behaviour))
+        if behaviour == "moderation" and route == ("POST", CHAT_PATH):
+            # OpenRouter refuses flagged input with 403; the key itself stays valid.
+            return self._error(call, state, 403, "Your input was flagged by moderation")
         key_info = route in {("GET", KEY_PATH), ("GET", CREDITS_PATH)}
         if behaviour in {"402", "429", "500", "503"} and not (
             key_info and (behaviour in _KEY_STILL_VALID or behaviour == "402")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ferryman.config.settings import Settings
@@ -161,3 +162,31 @@ async def test_no_keys_at_all_is_a_503_naming_the_upstream(
     assert response.status == 503
     assert body["message"] == "no upstream key is configured for 'openrouter'"
     assert openrouter.requests == []
+
+
+async def test_a_403_for_the_request_leaves_a_valid_key_in_the_pool(
+    settings_factory: Callable[..., Settings], openrouter: FakeOpenRouter, tmp_path: Path
+) -> None:
+    settings = settings_factory(data_dir=tmp_path / "one")
+    # OpenRouter answers flagged input with 403: a client must not be able to knock the
+    # operator's keys out of the pool by sending such requests.
+    openrouter.add_key(GOOD, label="good", behaviour="moderation")
+    openrouter.add_key(LIMITED, label="other", behaviour="moderation")
+    async with pooled(settings, openrouter, {GOOD: None, LIMITED: None}) as gw:
+        async with client_session() as http:
+            for _ in range(4):
+                async with http.post(gw.url + "/v1/chat/completions", json=CHAT) as response:
+                    body = json.loads(await response.read())
+                    assert response.status == 403  # the provider's own answer
+                    assert "moderation" in body["error"]["message"]
+        assert gw.app.keyring is not None
+        assert {k.state.value for k in gw.app.keyring.every_key()} == {"healthy"}
+    assert len(chat_calls(openrouter, GOOD)) + len(chat_calls(openrouter, LIMITED)) == 4
+    # ...while a key the provider no longer knows is taken out after its 403.
+    openrouter.set_behaviour(GOOD, "403")
+    other = settings_factory(data_dir=tmp_path / "two")
+    async with pooled(other, openrouter, {GOOD: None}) as gw, client_session() as http:
+        async with http.post(gw.url + "/v1/chat/completions", json=CHAT) as response:
+            assert response.status == 503
+        assert gw.app.keyring is not None
+        assert [k.state.value for k in gw.app.keyring.every_key()] == ["invalid"]

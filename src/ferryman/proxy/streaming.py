@@ -195,6 +195,13 @@ class Forwarder:
             if failure is None:
                 attempt.succeeded()
                 return response
+            if (
+                status == 403
+                and failure.reason == "invalid"
+                and pool.confirm is not None
+                and await pool.confirm(key)
+            ):
+                return response  # the key is fine: the refusal is about the request
             attempt.failed(failure)
             if replayable and attempt.more():
                 response.close()

@@ -10,7 +10,7 @@ counts, logs and broadcasts them off the request path.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ferryman.clock import Clock
@@ -107,6 +107,9 @@ class StateChange:
 
 Listener = Callable[[StateChange], None]
 
+#: Asks the provider whether a key still works (True), after an ambiguous refusal.
+Confirm = Callable[["PoolKey"], Awaitable[bool]]
+
 
 class KeyPool:
     """The keys of one upstream and its selection strategy."""
@@ -125,6 +128,10 @@ class KeyPool:
         self._listener = listener
         self._random = rng or random.Random()  # noqa: S311 - spreading load, not secrets
         self.header_name = frozenset({spec.header.lower().encode("latin-1")})
+        #: Set when the provider can be asked about a key (see `Forwarder`: a 403 is
+        #: confirmed before the key is taken out, as providers also use it for requests
+        #: they refuse, such as moderation).
+        self.confirm: Confirm | None = None
         self.keys: dict[str, PoolKey] = {}
         self._shared: list[PoolKey] = []
         self._own: dict[str, list[PoolKey]] = {}

@@ -85,6 +85,9 @@ class UpstreamKeys:
         self.providers: dict[str, Provider] = {
             name: provider_for(upstream.spec) for name, upstream in upstreams.items()
         }
+        for name, pool in keyring.pools.items():
+            if self.providers[name].can_probe:
+                pool.confirm = self.still_valid
 
     def pooled_upstream(self, name: str) -> tuple[UpstreamClient, PoolCredential]:
         upstream = self.upstreams.get(name)
@@ -279,6 +282,18 @@ class UpstreamKeys:
         if result.snapshot is not None:
             await rows.store_snapshot(self.db, key.id, result.snapshot, now)
         return result
+
+    async def still_valid(self, key: PoolKey) -> bool:
+        """Does the provider still accept `key`? False when it cannot be asked."""
+        client = self.upstreams[key.upstream]
+        spec = self.keyring.pools[key.upstream].spec
+        try:
+            probe = await self.providers[key.upstream].probe(
+                client.session, client.spec.url, (spec.header, key.header_value)
+            )
+        except ProbeFailed:
+            return False
+        return probe.state is not KeyState.INVALID
 
     async def probe_many(
         self, keys: list[PoolKey], *, sync: bool, validation: bool
