@@ -192,7 +192,7 @@ async def test_a_failing_probe_round_is_logged_and_the_job_keeps_running(
     async with pooled(settings, openrouter, {A: None}, probe_interval=0.1, timeout_read=0.1) as gw:
         job = next(t for t in gw.app.tasks if t.name == "upstream_probe:openrouter")
         await wait_for(lambda: job.failures >= 2)
-        assert job.last_error is not None and "could not be probed" in job.last_error
+        assert job.last_error is not None and "could not be asked about" in job.last_error
         openrouter.set_behaviour(A, "ok")
         await wait_for(lambda: job.last_success is not None)
         async with client_session() as http:

@@ -53,6 +53,12 @@ PASS_IDENTITY_HEADERS: dict[str, IdentityField] = {
 }
 
 
+def _header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError("must be a valid HTTP header name")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -141,9 +147,7 @@ class PoolCredential(_Model):
     @field_validator("header")
     @classmethod
     def _header_is_token(cls, value: str) -> str:
-        if not _TOKEN.match(value):
-            raise ValueError("must be a valid HTTP header name")
-        return value
+        return _header_name(value)
 
     @field_validator("invalid_statuses")
     @classmethod
@@ -172,9 +176,7 @@ class FixedCredential(_Model):
     @field_validator("header")
     @classmethod
     def _header_is_token(cls, value: str) -> str:
-        if not _TOKEN.match(value):
-            raise ValueError("must be a valid HTTP header name")
-        return value
+        return _header_name(value)
 
 
 Credential = Annotated[NoCredential | PoolCredential | FixedCredential, Field(discriminator="kind")]

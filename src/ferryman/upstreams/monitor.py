@@ -47,62 +47,47 @@ def pool_jobs(
         ),
     ]
 
+    def probe_round(
+        job: str,
+        interval: float,
+        upstreams: list[str],
+        *,
+        enabled_only: bool = True,
+        sync: bool = False,
+        validation: bool = False,
+    ) -> None:
+        """A job that asks the provider about every key of `upstreams` each `interval`."""
+        if not upstreams or interval <= 0:
+            return
+
+        async def run() -> None:
+            keys = [
+                key
+                for name in upstreams
+                for key in keyring.pools[name].keys.values()
+                if key.enabled or not enabled_only
+            ]
+            _, failed = await service.probe_many(keys, sync=sync, validation=validation)
+            if failed:
+                raise MonitorError(f"{failed} of {len(keys)} key(s) could not be asked about")
+
+        jobs.append(Periodic(job, interval, run, metrics=metrics, leader=leader))
+
+    providers = service.providers
     for name, pool in keyring.pools.items():
-        provider = service.providers[name]
-        if not provider.can_probe or pool.spec.probe_interval <= 0:
-            continue
-
-        async def probe(upstream: str = name) -> None:
-            enabled = [k for k in keyring.pools[upstream].keys.values() if k.enabled]
-            _, failed = await service.probe_many(enabled, sync=False, validation=False)
-            if failed:
-                raise MonitorError(f"{failed} key(s) of {upstream!r} could not be probed")
-
-        jobs.append(
-            Periodic(
-                f"upstream_probe:{name}",
-                pool.spec.probe_interval,
-                probe,
-                metrics=metrics,
-                leader=leader,
-            )
-        )
-
-    syncable = [name for name in keyring.pools if service.providers[name].can_sync]
-    if syncable and settings.upstream_sync_interval > 0:
-
-        async def sync() -> None:
-            keys = [k for n in syncable for k in keyring.pools[n].keys.values() if k.enabled]
-            _, failed = await service.probe_many(keys, sync=True, validation=False)
-            if failed:
-                raise MonitorError(f"{failed} key(s) could not be synced")
-
-        jobs.append(
-            Periodic(
-                "upstream_key_sync",
-                settings.upstream_sync_interval,
-                sync,
-                metrics=metrics,
-                leader=leader,
-            )
-        )
-
-    probeable = [name for name in keyring.pools if service.providers[name].can_probe]
-    if probeable and settings.upstream_validation_interval > 0:
-
-        async def validate() -> None:
-            keys = [k for n in probeable for k in keyring.pools[n].keys.values()]
-            _, failed = await service.probe_many(keys, sync=False, validation=True)
-            if failed:
-                raise MonitorError(f"{failed} key(s) could not be validated")
-
-        jobs.append(
-            Periodic(
-                "upstream_key_validation",
-                settings.upstream_validation_interval,
-                validate,
-                metrics=metrics,
-                leader=leader,
-            )
-        )
+        if providers[name].can_probe:
+            probe_round(f"upstream_probe:{name}", pool.spec.probe_interval, [name])
+    probe_round(
+        "upstream_key_sync",
+        settings.upstream_sync_interval,
+        [name for name in keyring.pools if providers[name].can_sync],
+        sync=True,
+    )
+    probe_round(
+        "upstream_key_validation",
+        settings.upstream_validation_interval,
+        [name for name in keyring.pools if providers[name].can_probe],
+        enabled_only=False,
+        validation=True,
+    )
     return jobs
