@@ -1,8 +1,9 @@
 """Running the gateway under uvicorn, with one process or several.
 
-Before any worker starts, this process checks the configuration, creates the secrets
-and migrates the database, so a mistake stops start-up once with a clear message
-instead of crash-looping every worker.
+Before any worker starts, this process checks the configuration, creates the secrets,
+migrates the database and opens every stored upstream key, so a mistake stops start-up
+once with a clear message instead of crash-looping every worker. A worker that still
+fails to start makes the command exit non-zero.
 """
 
 from __future__ import annotations
@@ -19,19 +20,28 @@ import structlog
 import uvicorn
 
 from ferryman.app import prepare_database
+from ferryman.clock import Clock
 from ferryman.config.loading import load_gateway
-from ferryman.config.secrets import ensure_data_dir, ensure_secrets
+from ferryman.config.secrets import Secrets, ensure_data_dir, ensure_secrets
 from ferryman.config.settings import Settings
-from ferryman.observability.metrics import MULTIPROC_ENV
+from ferryman.observability.metrics import MULTIPROC_ENV, LocalMetrics
 from ferryman.store.engine import create_database
+from ferryman.upstreams.crypto import MasterKeys
+from ferryman.upstreams.keyring import Keyring
+
+#: uvicorn's exit status for a server that could not start.
+STARTUP_FAILURE = 3
 
 log = structlog.get_logger("ferryman.server")
 
 
-async def _prepare(settings: Settings) -> None:
+async def _prepare(settings: Settings, secrets: Secrets) -> None:
+    """Migrate, and open every stored upstream key (a wrong master key stops here)."""
     database = create_database(settings)
     try:
         await prepare_database(database, settings.migrate_on_start)
+        master_keys = MasterKeys.parse(secrets.encryption_keys.get_secret_value())
+        await Keyring(database, master_keys, Clock(), LocalMetrics(), {}).load(strict=True)
     finally:
         await database.dispose()
 
@@ -73,8 +83,7 @@ def serve(settings: Settings) -> None:
     gateway = load_gateway(settings)
     for warning in gateway.warnings():
         log.warning("config_warning", detail=warning)
-    ensure_secrets(settings)
-    asyncio.run(_prepare(settings))
+    asyncio.run(_prepare(settings, ensure_secrets(settings)))
     # The workers find the schema current; they need not race to migrate it.
     os.environ["FERRYMAN_MIGRATE_ON_START"] = "false"
     if settings.workers > 1:
@@ -92,8 +101,11 @@ def serve(settings: Settings) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Accepted sockets inherit it: no response waits on Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        Multiprocess(config, sockets=[sock]).run()
+        supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            raise SystemExit(STARTUP_FAILURE)  # a worker could not start: not a clean stop
     else:
         server.run()
-    if not server.started and settings.workers == 1:
-        raise SystemExit(3)
+        if not server.started:
+            raise SystemExit(STARTUP_FAILURE)

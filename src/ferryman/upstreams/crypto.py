@@ -54,7 +54,8 @@ class MasterKeys:
             if key_id in (known for known, _ in keys):
                 raise ConfigError(f"{where}: master key id {key_id!r} appears twice")
             try:
-                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                padded = encoded + "=" * (-len(encoded) % 4)
+                key = base64.b64decode(padded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
                 raise ConfigError(f"{where} ({key_id}): KEY is not URL-safe base64") from None
             if len(key) != 32:
