@@ -3,6 +3,7 @@ that shows status, headers and body, and the error-format check."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -53,11 +54,17 @@ class Template:
         if (target / "ferryman.db").exists():
             return
         if not cls.ready:
-            database = create_database(settings.model_copy(update={"data_dir": cls.directory}))
-            try:
-                await migrate.upgrade(database)
-            finally:
-                await database.dispose()
+            template = settings.model_copy(update={"data_dir": cls.directory})
+
+            async def build() -> None:
+                database = create_database(template)
+                try:
+                    await migrate.upgrade(database)
+                finally:
+                    await database.dispose()
+
+            # Alembic's work is synchronous; on its own loop it blocks no test's loop.
+            await asyncio.to_thread(asyncio.run, build())
             cls.ready = True
         target.mkdir(parents=True, exist_ok=True)
         for path in cls.directory.glob("ferryman.db*"):
