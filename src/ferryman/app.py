@@ -15,9 +15,11 @@ from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway, load_settings
 from ferryman.config.secrets import Secrets, ensure_secrets
 from ferryman.config.settings import Settings
-from ferryman.errors import FerrymanError, StorageError
+from ferryman.errors import ConfigError, FerrymanError, StorageError
 from ferryman.guards.cors import Cors
 from ferryman.guards.trusted_host import TrustedHost
+from ferryman.limits.backends import RedisBackend
+from ferryman.limits.limiter import Limits
 from ferryman.observability.access import Observe
 from ferryman.observability.health import Readiness, SystemRoutes
 from ferryman.observability.logging import configure_logging
@@ -76,6 +78,8 @@ class Ferryman:
         self.management = create_management_app(settings.docs_enabled)
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted)
         self.proxy = Proxy(self.table, self.forwarder, self.responder)
+        self.limits = Limits(gateway.limiter, self.clock, self.metrics)
+        self.proxy.install_limits(self.limits)
         self._stack = build_stack(self)
 
     async def startup(self) -> None:
@@ -91,6 +95,7 @@ class Ferryman:
         for upstream in self.upstreams.values():
             await upstream.start()
         await self._start_key_pool(self.database)
+        self._start_limits()
         self.readiness.add("jobs", self._jobs_report)
         # Everything built so far lives as long as the process. Moving it out of the
         # collector's reach keeps a full collection from walking ~100k objects (tens of
@@ -162,6 +167,20 @@ class Ferryman:
         for job in pool_jobs(service, self.settings, self.metrics, leader):
             job.start()
             self.tasks.append(job)
+
+    def _start_limits(self) -> None:
+        limits = self.limits
+        if self.gateway.limiter.backend == "redis":
+            if self.redis is None:
+                raise ConfigError("limiter.backend is redis but FERRYMAN_REDIS_URL is not set")
+            limits.redis = RedisBackend(self.redis, self.settings.redis_prefix + "limits:")
+
+        async def sweep() -> None:
+            limits.memory.sweep(self.clock.time())
+
+        job = Periodic("limiter_sweep", 60.0, sweep, metrics=self.metrics)
+        job.start()
+        self.tasks.append(job)
 
     def _leader(self) -> Leader:
         redis, prefix = self.redis, self.settings.redis_prefix

@@ -19,11 +19,15 @@ from pydantic import (
     model_validator,
 )
 
+from ferryman.limits.rates import Rate, parse_rate
+
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
 IdentityField = Literal["user_id", "username", "role", "credential_id", "kind"]
 Provider = Literal["generic", "openai", "openrouter"]
 KeyStrategy = Literal["round_robin", "least_used", "weighted", "random"]
 UserKeys = Literal["exclusive", "prefer", "ignore"]
+LimitKey = Literal["ip", "user", "credential", "route", "session", "origin"]
+Algorithm = Literal["gcra", "sliding_window"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
@@ -227,6 +231,43 @@ class Upstream(_Model):
         return value
 
 
+class LimitTier(_Model):
+    """One rate limit of a route: `{rate: "60/minute", by: [credential]}`."""
+
+    rate: str
+    """`N/unit` (second, minute, hour, day; `N/M units` too), optionally `burst B`."""
+    by: tuple[LimitKey, ...] | None = None
+    """What the count is kept per; by default the caller: its credential on routes
+    that require one, its IP address on open routes."""
+    algorithm: Algorithm = "gcra"
+    """`gcra` (token bucket: the burst at once, then the sustained rate) or
+    `sliding_window` (at most N in any window of the period)."""
+
+    @field_validator("rate")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @field_validator("by")
+    @classmethod
+    def _check_by(cls, value: tuple[LimitKey, ...] | None) -> tuple[LimitKey, ...] | None:
+        if value is not None and not value:
+            raise ValueError("must name at least one of ip, user, credential, route, ...")
+        return None if value is None else tuple(dict.fromkeys(value))
+
+    @property
+    def parsed(self) -> Rate:
+        return parse_rate(self.rate)
+
+
+class Parallel(_Model):
+    """At most `limit` requests in flight at once, per `by` (default: the caller)."""
+
+    limit: int = Field(ge=1)
+    by: tuple[LimitKey, ...] | None = None
+
+
 class Route(_Model):
     """Matches requests and says where and under which policy they go."""
 
@@ -258,6 +299,23 @@ class Route(_Model):
     Copies the client sent are always removed."""
     max_body_size: ByteSize | None = None
     """Overrides `security.max_body_size` for this route."""
+    limits: tuple[LimitTier, ...] = ()
+    """Rate limits, all checked together: `["60/minute", {rate: "1000/hour", by: [ip]}]`;
+    a request refused by one tier consumes none."""
+    max_parallel: Parallel | None = None
+    """Requests in flight at once (`4`, or `{limit: 4, by: [user]}`); 429 beyond."""
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limit_shorthand(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return [{"rate": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("max_parallel", mode="before")
+    @classmethod
+    def _parallel_shorthand(cls, value: object) -> object:
+        return {"limit": value} if isinstance(value, int) else value
 
     @field_validator("path")
     @classmethod
@@ -424,12 +482,26 @@ class Security(_Model):
         return hosts
 
 
+class Limiter(_Model):
+    """Where rate limits are counted."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """`memory` (this process) or `redis` (shared by every instance; needs
+    FERRYMAN_REDIS_URL); one atomic script call per request checks every tier."""
+    on_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    """Redis unreachable or slower than `timeout`: count in this process instead
+    (`fail_open`, logged once a minute) or refuse with 503 (`fail_closed`)."""
+    timeout: float = Field(default=0.05, gt=0, le=5)
+    """Seconds to wait for Redis."""
+
+
 class Gateway(_Model):
     """The whole gateway file."""
 
     upstreams: dict[str, Upstream]
     routes: tuple[Route, ...]
     security: Security = Security()
+    limiter: Limiter = Limiter()
 
     @field_validator("upstreams")
     @classmethod

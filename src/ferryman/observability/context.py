@@ -39,7 +39,9 @@ class RequestContext:
         "credential",
         "error",
         "response_done",
+        "response_headers",
         "route",
+        "session",
         "started",
         "status",
         "upstream",
@@ -59,6 +61,7 @@ class RequestContext:
         self.attempts = 0
         self.consumer: str | None = None
         self.credential: str | None = None
+        self.session: str | None = None
         self.status = 0
         self.error: str | None = None
         self.bytes_in = 0
@@ -67,6 +70,7 @@ class RequestContext:
         self.upstream_headers = 0.0
         self.upstream_ended = 0.0
         self.response_done = False
+        self.response_headers: list[tuple[bytes, bytes]] | None = None
         self.client_gone = False
 
 

@@ -77,6 +77,10 @@ _JOB_SUCCESS = (
 )
 _JOB_FAILURES = ("ferryman_job_failures", "Failed iterations of each background job.")
 _KEY_LABELS = ["upstream", "key_id", "key_name"]
+_LIMITER_FALLBACKS = (
+    "ferryman_limiter_fallbacks",
+    "Rate-limit checks counted in-process because Redis failed or was too slow.",
+)
 
 
 def multiprocess_dir() -> str | None:
@@ -122,6 +126,9 @@ class Metrics:
     def job_run(self, job: str, ok: bool, at: float) -> None:
         raise NotImplementedError
 
+    def limiter_fallback(self) -> None:
+        raise NotImplementedError
+
     def render(self) -> tuple[bytes, bytes]:
         """The exposition body and its content type."""
         raise NotImplementedError
@@ -164,6 +171,7 @@ class LocalMetrics(Metrics, Collector):
         self.key_states: dict[tuple[str, str, str], str] = {}
         self.job_success: dict[str, float] = {}
         self.job_failures: dict[str, int] = {}
+        self.limiter_fallbacks = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -212,6 +220,9 @@ class LocalMetrics(Metrics, Collector):
         else:
             self.job_failures[job] = self.job_failures.get(job, 0) + 1
 
+    def limiter_fallback(self) -> None:
+        self.limiter_fallbacks += 1
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
         for (route, method, status), count in sorted(self.requests.items()):
@@ -251,6 +262,7 @@ class LocalMetrics(Metrics, Collector):
         for job, count in sorted(self.job_failures.items()):
             failures.add_metric([job], count)
         yield failures
+        yield CounterMetricFamily(*_LIMITER_FALLBACKS, value=self.limiter_fallbacks)
 
     def render(self) -> tuple[bytes, bytes]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
@@ -277,6 +289,7 @@ class SharedMetrics(Metrics):
         )
         self._job_success = Gauge(*_JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
         self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
+        self._limiter_fallbacks = Counter(*_LIMITER_FALLBACKS, registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -311,6 +324,9 @@ class SharedMetrics(Metrics):
             self._job_success.labels(job).set(at)
         else:
             self._job_failures.labels(job).inc()
+
+    def limiter_fallback(self) -> None:
+        self._limiter_fallbacks.inc()
 
     def render(self) -> tuple[bytes, bytes]:
         registry = CollectorRegistry()

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from ferryman.auth.policy import RoutePolicy
 from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
+from ferryman.limits.limiter import Caller, Limits, ParallelCap, RouteLimits
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import host_of
@@ -29,6 +30,9 @@ class Proxy:
         self._responder = responder
         self._uses_hosts = any(route.host is not None for route in table.routes)
         self._policies: dict[str, RoutePolicy] = {}
+        self._limits: dict[str, RouteLimits] = {}
+        self._caps: dict[str, ParallelCap] = {}
+        self._origin: frozenset[str] = frozenset()
 
     def install_auth(self, auth: Auth) -> None:
         """Compile every credentialed route's policy (once the database is up)."""
@@ -37,6 +41,28 @@ class Proxy:
             for route in self._table.routes
             if route.auth != ("none",)
         }
+
+    def install_limits(self, limits: Limits) -> None:
+        """Compile every route's rate limits and concurrency cap."""
+        self._limits = {
+            route.name: RouteLimits(route.spec, route.name, limits)
+            for route in self._table.routes
+            if route.spec.limits
+        }
+        self._caps = {
+            route.name: ParallelCap(route.spec.max_parallel, route.spec, route.name)
+            for route in self._table.routes
+            if route.spec.max_parallel is not None
+        }
+        self._origin = frozenset(
+            route.name
+            for route in self._table.routes
+            if any("origin" in (t.by or ()) for t in route.spec.limits)
+            or (
+                route.spec.max_parallel is not None
+                and "origin" in (route.spec.max_parallel.by or ())
+            )
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,12 +86,36 @@ class Proxy:
                         "this route requires a credential", code="missing_credential"
                     )
                 admitted = await policy.admit(scope["headers"])
-                ctx.consumer = admitted.identity.user_id
-                ctx.credential = admitted.identity.credential_id
+                identity = admitted.identity
+                ctx.consumer = identity.user_id
+                ctx.credential = identity.credential_id
+                ctx.session = identity.credential_id if identity.kind == "session" else None
                 drop, add = admitted.drop, admitted.add
-            await self._forwarder.forward(
-                scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+            limits = self._limits.get(route.name)
+            cap = self._caps.get(route.name)
+            if limits is None and cap is None:
+                await self._forwarder.forward(
+                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+                )
+                return
+            caller = Caller(
+                ip=ctx.client_ip,
+                route=route.name,
+                user=ctx.consumer,
+                credential=ctx.credential,
+                session=ctx.session,
+                origin=origin_of(scope["headers"]) if route.name in self._origin else None,
             )
+            if limits is not None:
+                ctx.response_headers = await limits.check(caller)
+            slot = cap.acquire(caller) if cap is not None else None
+            try:
+                await self._forwarder.forward(
+                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+                )
+            finally:
+                if cap is not None and slot is not None:
+                    cap.release(slot)
         except GatewayError as error:
             ctx.error = error.code
             await self._responder.error(send, error, ctx.correlation_id)
@@ -80,3 +130,10 @@ class Proxy:
             shutdown = ServiceUnavailable("the gateway is shutting down", code="shutting_down")
             ctx.error = shutdown.code
             await self._responder.error(send, shutdown, ctx.correlation_id)
+
+
+def origin_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"origin":
+            return value.decode("latin-1")
+    return None

@@ -254,11 +254,10 @@ class Forwarder:
         route: str,
     ) -> None:
         status = response.status
-        start = {
-            "type": "http.response.start",
-            "status": status,
-            "headers": response_headers(response.raw_headers),
-        }
+        headers = response_headers(response.raw_headers)
+        if ctx.response_headers:
+            headers.extend(ctx.response_headers)
+        start = {"type": "http.response.start", "status": status, "headers": headers}
         if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
             await send(start)
             ctx.response_done = True

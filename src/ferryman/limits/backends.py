@@ -1,0 +1,109 @@
+"""Where limiter state lives: this process's memory, or Redis (one atomic script).
+
+Both take a request's tiers together and answer one decision per tier; unless every
+tier admits, no state changes (a request refused by one tier consumes none).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ferryman.limits.algorithms import Decision, gcra, sliding_window
+from ferryman.limits.rates import Rate
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One tier of one request: the counter's key, its algorithm and rate."""
+
+    key: str
+    algorithm: str  # "gcra" | "sliding_window"
+    rate: Rate
+
+
+class MemoryBackend:
+    """Counters in a dict, on the event loop thread (no lock needed)."""
+
+    def __init__(self) -> None:
+        self.gcra: dict[str, float] = {}
+        self.windows: dict[str, tuple[int, int, int]] = {}
+
+    def hit(self, tiers: list[Tier], now: float) -> list[Decision]:
+        decisions: list[Decision] = []
+        writes: list[tuple[str, float | tuple[int, int, int]]] = []
+        for tier in tiers:
+            if tier.algorithm == "gcra":
+                decision, tat = gcra(tier.rate, self.gcra.get(tier.key, 0.0), now)
+                writes.append((tier.key, tat))
+            else:
+                window, current, previous = self.windows.get(tier.key, (0, 0, 0))
+                decision, *state = sliding_window(tier.rate, window, current, previous, now)
+                writes.append((tier.key, (state[0], state[1], state[2])))
+            decisions.append(decision)
+        if all(d.allowed for d in decisions):
+            for key, value in writes:
+                if isinstance(value, tuple):
+                    self.windows[key] = value
+                else:
+                    self.gcra[key] = value
+        return decisions
+
+    def sweep(self, now: float) -> int:
+        """Forget counters that no longer hold anything back; how many."""
+        stale = [key for key, tat in self.gcra.items() if tat <= now]
+        for key in stale:
+            del self.gcra[key]
+        old = [
+            key
+            for key, (window, _, _) in self.windows.items()
+            if window < math.floor(now / _period_of(key)) - 1
+        ]
+        for key in old:
+            del self.windows[key]
+        return len(stale) + len(old)
+
+
+def _period_of(key: str) -> float:
+    """Window keys end in `|<period>` (see `limiter.tier_key`)."""
+    return float(key.rsplit("|", 1)[1])
+
+
+SCRIPT = (Path(__file__).parent / "redis_script.lua").read_text()
+
+
+class RedisBackend:
+    """Every tier in one EVALSHA, timed by Redis's own clock (`TIME`)."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._script: AsyncScript = redis.register_script(SCRIPT)
+
+    async def hit(self, tiers: list[Tier]) -> list[Decision]:
+        keys = [self.prefix + tier.key for tier in tiers]
+        args: list[str | float | int] = []
+        for tier in tiers:
+            rate = tier.rate
+            args += ["g" if tier.algorithm == "gcra" else "w", rate.count, rate.period, rate.burst]
+        raw = await self._script(keys=keys, args=args)
+        decisions = []
+        for index, tier in enumerate(tiers):
+            allowed, remaining, reset, retry = raw[index * 4 : index * 4 + 4]
+            limit = tier.rate.burst if tier.algorithm == "gcra" else tier.rate.count
+            decisions.append(
+                Decision(
+                    allowed=int(allowed) == 1,
+                    limit=limit,
+                    remaining=int(remaining),
+                    reset=float(reset),
+                    retry_after=float(retry),
+                )
+            )
+        return decisions

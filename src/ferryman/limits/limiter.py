@@ -1,0 +1,191 @@
+"""A route's limits applied to one request: keys, backend, fallback, headers.
+
+Every tier of the route is checked in one backend call; the request is refused
+(`429 rate_limited`, with `Retry-After`) when any tier refuses, and then nothing is
+consumed. Admitted or not, the answer carries `RateLimit-Limit`, `-Remaining`,
+`-Reset` of the tightest tier and `RateLimit-Policy` listing every tier.
+
+With the Redis backend, an error or an answer slower than `limiter.timeout` is handled
+per `on_error`: `fail_open` counts in this process instead (logged at most once a
+minute, counted in `ferryman_limiter_fallbacks_total`), `fail_closed` refuses with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from ferryman.clock import Clock
+from ferryman.config.gateway import Limiter, LimitKey, Parallel, Route
+from ferryman.errors import ServiceUnavailable, TooManyRequests
+from ferryman.limits.algorithms import Decision
+from ferryman.limits.backends import MemoryBackend, RedisBackend, Tier
+from ferryman.limits.rates import Rate
+from ferryman.observability.metrics import Metrics
+
+log = structlog.get_logger("ferryman.limits")
+
+#: Seconds between two log lines about the Redis limiter falling back.
+FALLBACK_LOG_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What limit keys are made of, for one request."""
+
+    ip: str
+    route: str
+    user: str | None = None
+    credential: str | None = None
+    session: str | None = None
+    origin: str | None = None
+
+
+def _part(name: LimitKey, caller: Caller) -> str:
+    if name == "ip":
+        return caller.ip
+    if name == "route":
+        return caller.route
+    if name == "origin":
+        return caller.origin or "-"
+    value = getattr(caller, name)
+    # Without an identity (an open route), each address counts on its own.
+    return value if value is not None else f"ip={caller.ip}"
+
+
+def default_by(route: Route) -> tuple[LimitKey, ...]:
+    return ("ip",) if route.auth == ("none",) else ("credential",)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTier:
+    index: int
+    by: tuple[LimitKey, ...]
+    algorithm: str
+    rate: Rate
+
+    def key(self, route: str, caller: Caller) -> str:
+        parts = ":".join(_part(name, caller) for name in self.by)
+        # The period closes the key: the memory backend's sweep reads it back.
+        return f"rl:{route}:{self.index}:{parts}|{self.rate.period:g}"
+
+
+class Limits:
+    """Checks routes' rate limits against one backend (plus a fallback)."""
+
+    def __init__(
+        self,
+        spec: Limiter,
+        clock: Clock,
+        metrics: Metrics,
+        redis: RedisBackend | None = None,
+    ) -> None:
+        self.spec = spec
+        self.clock = clock
+        self.metrics = metrics
+        self.memory = MemoryBackend()
+        self.redis = redis
+        self.fallbacks = 0
+        self._last_fallback_log = -math.inf
+
+    async def hit(self, tiers: list[Tier]) -> list[Decision]:
+        if self.redis is None:
+            return self.memory.hit(tiers, self.clock.time())
+        try:
+            return await asyncio.wait_for(self.redis.hit(tiers), self.spec.timeout)
+        except (Exception, TimeoutError) as exc:
+            if self.spec.on_error == "fail_closed":
+                raise ServiceUnavailable(
+                    "the rate limiter is unavailable", code="limiter_unavailable"
+                ) from exc
+            self.fallbacks += 1
+            self.metrics.limiter_fallback()
+            now = time.monotonic()
+            if now - self._last_fallback_log >= FALLBACK_LOG_EVERY:
+                self._last_fallback_log = now
+                log.warning(
+                    "limiter_fallback",
+                    reason=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    fallbacks=self.fallbacks,
+                )
+            return self.memory.hit(tiers, self.clock.time())
+
+
+class RouteLimits:
+    """One route's tiers, compiled."""
+
+    def __init__(self, route: Route, name: str, limits: Limits) -> None:
+        self.name = name
+        self.limits = limits
+        fallback = default_by(route)
+        self.tiers = [
+            CompiledTier(index, tier.by or fallback, tier.algorithm, tier.parsed)
+            for index, tier in enumerate(route.limits)
+        ]
+        self.policy = ", ".join(
+            f"{t.rate.burst if t.algorithm == 'gcra' else t.rate.count};w={t.rate.period:g}"
+            for t in self.tiers
+        ).encode()
+
+    async def check(self, caller: Caller) -> list[tuple[bytes, bytes]]:
+        """The RateLimit headers for an admitted request; TooManyRequests otherwise."""
+        tiers = [Tier(t.key(self.name, caller), t.algorithm, t.rate) for t in self.tiers]
+        decisions = await self.limits.hit(tiers)
+        headers = self.headers(decisions)
+        refused = [(t, d) for t, d in zip(self.tiers, decisions, strict=True) if not d.allowed]
+        if refused:
+            tier, decision = max(refused, key=lambda pair: pair[1].retry_after)
+            error = TooManyRequests(
+                f"rate limit of {tier.rate.count} per {tier.rate.period:g} s exceeded "
+                f"(counted by {', '.join(tier.by)})",
+                retry_after=max(1, math.ceil(decision.retry_after)),
+                code="rate_limited",
+            )
+            error.headers.extend(headers)
+            raise error
+        return headers
+
+    def headers(self, decisions: Sequence[Decision]) -> list[tuple[bytes, bytes]]:
+        tight = min(decisions, key=lambda d: (d.remaining, -d.reset))
+        return [
+            (b"ratelimit-limit", str(tight.limit).encode()),
+            (b"ratelimit-remaining", str(tight.remaining).encode()),
+            (b"ratelimit-reset", str(max(0, math.ceil(tight.reset))).encode()),
+            (b"ratelimit-policy", self.policy),
+        ]
+
+
+class ParallelCap:
+    """At most `limit` requests of one key in flight (this process)."""
+
+    def __init__(self, spec: Parallel, route: Route, name: str) -> None:
+        self.limit = spec.limit
+        self.by = spec.by or default_by(route)
+        self.name = name
+        self.in_flight: dict[str, int] = {}
+
+    def acquire(self, caller: Caller) -> str:
+        key = ":".join(_part(name, caller) for name in self.by)
+        held = self.in_flight.get(key, 0)
+        if held >= self.limit:
+            raise TooManyRequests(
+                f"at most {self.limit} requests may be in flight at once here "
+                f"(counted by {', '.join(self.by)})",
+                retry_after=1,
+                code="too_many_in_flight",
+            )
+        self.in_flight[key] = held + 1
+        return key
+
+    def release(self, key: str) -> None:
+        held = self.in_flight.get(key, 0) - 1
+        if held <= 0:
+            self.in_flight.pop(key, None)
+        else:
+            self.in_flight[key] = held
