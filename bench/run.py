@@ -102,7 +102,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
         target=0.9,
     ),
+    Scenario(
+        name="limited",
+        path="/limited/v1/chat/completions",
+        route={
+            "name": "limited",
+            "path": "/limited",
+            "upstream": "static",
+            "strip_prefix": True,
+            "limits": "LIMITS",
+        },
+        target=0.9,
+    ),
 )
+
+#: Two tiers far above what the load reaches: the cost of checking, never a refusal.
+LIMITS = ["10000000/hour", {"rate": "1000000/minute", "by": ["ip", "route"]}]
 
 #: Provider keys put into the pool of the `pooled` scenario's upstream before the run.
 POOL_KEYS = 3
@@ -523,7 +538,9 @@ def start_floor(
     return proc, url, log
 
 
-def gateway_config(upstream: str, scenarios: Sequence[Scenario]) -> dict[str, Any]:
+def gateway_config(
+    upstream: str, scenarios: Sequence[Scenario], limiter_backend: str = "memory"
+) -> dict[str, Any]:
     """The gateway file: nginx as `static`, each scenario's route and sections (an
     upstream URL written `{upstream}` is the same nginx)."""
     config: dict[str, Any] = {"upstreams": {"static": {"url": upstream}}, "routes": []}
@@ -536,6 +553,11 @@ def gateway_config(upstream: str, scenarios: Sequence[Scenario]) -> dict[str, An
         config["routes"].append(scenario.route)
     for spec in config["upstreams"].values():
         spec["url"] = spec["url"].format(upstream=upstream)
+    for route in config["routes"]:
+        if route.get("limits") == "LIMITS":
+            route["limits"] = LIMITS
+    if limiter_backend == "redis":
+        config["limiter"] = {"backend": "redis", "timeout": 0.05}
     return config
 
 
@@ -550,15 +572,24 @@ def ferryman_executable() -> str:
 
 
 def start_ferryman(
-    procs: Processes, ws: Workspace, pin: Pinning, upstream: str, scenarios: Sequence[Scenario]
+    procs: Processes,
+    ws: Workspace,
+    pin: Pinning,
+    upstream: str,
+    scenarios: Sequence[Scenario],
+    limiter: str = "memory",
 ) -> tuple[subprocess.Popen[bytes], str, Path, dict[str, str]]:
     config = ws.path("gateway.yaml")
-    config.write_text(yaml.safe_dump(gateway_config(upstream, scenarios), sort_keys=False))
+    gateway = gateway_config(upstream, scenarios, limiter)
+    config.write_text(yaml.safe_dump(gateway, sort_keys=False))
     port = free_port()
     log = ws.path("ferryman.log")
     # A clean environment: no FERRYMAN_* from the caller's shell, no .env from the cwd.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYMAN_")}
     env |= {"FERRYMAN_DATA_DIR": str(ws.path("data")), "FERRYMAN_LOG_LEVEL": "info"}
+    if limiter == "redis":
+        redis_url = os.environ.get("FERRYMAN_REDIS_URL", "redis://127.0.0.1:6379/0")
+        env |= {"FERRYMAN_REDIS_URL": redis_url, "FERRYMAN_REDIS_PREFIX": f"bench{os.getpid()}:"}
     argv = [
         *pin.proxy,
         ferryman_executable(),
@@ -935,6 +966,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"(default {DEFAULT_JSON})"
     )
+    parser.add_argument(
+        "--limiter",
+        choices=("memory", "redis"),
+        default="memory",
+        help="backend of the `limited` scenario's rate limits; redis needs FERRYMAN_REDIS_URL"
+        " (default redis://127.0.0.1:6379/0) (memory)",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error(
@@ -955,13 +993,15 @@ class Running:
 
 
 @contextmanager
-def services(ws: Workspace, pin: Pinning) -> Iterator[Running]:
+def services(ws: Workspace, pin: Pinning, limiter: str = "memory") -> Iterator[Running]:
     """nginx, the floor and Ferryman, up until the block ends (however it ends)."""
     procs = Processes()
     try:
         upstream, nginx = start_nginx(procs, ws, pin)
         floor, floor_url, _ = start_floor(procs, ws, pin, upstream)
-        ferryman, ferryman_url, _, made = start_ferryman(procs, ws, pin, upstream, SCENARIOS)
+        ferryman, ferryman_url, _, made = start_ferryman(
+            procs, ws, pin, upstream, SCENARIOS, limiter
+        )
         path = "/v1/chat/completions"
         targets = [
             Target("direct", upstream + path, pid=nginx.pid),
@@ -996,7 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[Result] = []
     rss: dict[str, float] = {}
     try:
-        with services(ws, pin) as run:
+        with services(ws, pin, args.limiter) as run:
             for target in run.targets:
                 check_target(target)
             rss["ferryman RSS at start"] = rss_mb(run.ferryman_pid)
