@@ -11,6 +11,7 @@
           ├── Forbidden              403
           ├── NotFound               404 no_route
           ├── MethodNotAllowed       405, with Allow
+          ├── PaymentRequired        402 (a balance too small for a purchase)
           ├── Conflict               409 (a username, a limit reached, ...)
           ├── PayloadTooLarge        413
           ├── TooManyRequests        429, with Retry-After
@@ -100,6 +101,11 @@ class MethodNotAllowed(GatewayError):
     def __init__(self, message: str, *, allow: tuple[str, ...]) -> None:
         super().__init__(message, headers=[(b"allow", ", ".join(allow).encode())])
         self.allow = allow
+
+
+class PaymentRequired(GatewayError):
+    status = 402
+    code = "insufficient_balance"
 
 
 class Conflict(GatewayError):

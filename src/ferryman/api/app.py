@@ -8,6 +8,7 @@ from ferryman import __version__
 from ferryman.api import (
     admin_routes,
     auth_routes,
+    credits_routes,
     errors,
     keys_routes,
     passes_routes,
@@ -39,6 +40,7 @@ def create_management_app(docs: bool) -> FastAPI:
         passes_routes,
         admin_routes,
         upstream_keys_routes,
+        credits_routes,
     ):
         api.include_router(module.router)
     app.include_router(api)

@@ -11,6 +11,7 @@ from ferryman.api.deps import AuthDep, CallerDep, owned_by
 from ferryman.api.schemas import NewPassOut, PassOut, PassStatusOut
 from ferryman.errors import NotFound
 from ferryman.store import passes
+from ferryman.store.credits import MICROS
 from ferryman.store.passes import AccessPass
 
 router = APIRouter(prefix="/tokens", tags=["access tokens"])
@@ -78,3 +79,17 @@ async def revoke(pass_id: str, caller: CallerDep, auth: AuthDep) -> PassOut:
     if record is None:
         raise NotFound("no such access token", code="token_not_found")
     return PassOut.of(record, auth.clock.now())
+
+
+class RefundOut(BaseModel):
+    token_id: str
+    refunded: float
+    balance: float
+
+
+@router.post("/{pass_id}/refund")
+async def refund(pass_id: str, caller: CallerDep, auth: AuthDep) -> RefundOut:
+    """Refund a pass never activated (once); it is revoked at the same time."""
+    await _pass(auth, caller, pass_id)
+    refunded, balance = await auth.passes.refund(pass_id)
+    return RefundOut(token_id=pass_id, refunded=refunded / MICROS, balance=balance / MICROS)

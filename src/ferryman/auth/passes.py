@@ -17,6 +17,7 @@ from ferryman.auth.hashing import new_pass_token
 from ferryman.auth.identity import Identity
 from ferryman.auth.singleflight import SingleFlight
 from ferryman.errors import BadRequest
+from ferryman.store import credits
 from ferryman.store import passes as rows
 from ferryman.store.passes import AccessPass
 
@@ -44,16 +45,31 @@ class AccessPasses:
             )
         raw = new_pass_token()
         digest = self._auth.hash.digest(raw)
-        record = await rows.create(
-            self._auth.db,
-            user_id=user_id,
-            token_hash=digest,
-            duration_hours=duration_hours,
-            now=self._auth.clock.now(),
+        now = self._auth.clock.now()
+        record = rows.new(
+            user_id=user_id, token_hash=digest, duration_hours=duration_hours, now=now
         )
+        price = self._auth.settings.pass_price_micros(duration_hours)
+        _, balance = await credits.buy_pass(self._auth.db, record, price, now)
         await self._auth.invalidations.digest(digest)
-        log.info("access_pass_created", pass_id=record.id, user_id=user_id, hours=duration_hours)
+        log.info(
+            "access_pass_created",
+            pass_id=record.id,
+            user_id=user_id,
+            hours=duration_hours,
+            price_micros=price,
+            balance_micros=balance,
+        )
         return record, raw
+
+    async def refund(self, pass_id: str) -> tuple[int, int]:
+        """Refund a never-activated pass (revoking it); (amount, new balance) in micros."""
+        movement, balance = await credits.refund_pass(
+            self._auth.db, pass_id, self._auth.clock.now()
+        )
+        await self._auth.invalidations.credential(pass_id)
+        log.info("access_pass_refunded", pass_id=pass_id, amount_micros=movement.amount_micros)
+        return movement.amount_micros, balance
 
     async def revoke(self, pass_id: str) -> AccessPass | None:
         record = await rows.revoke(self._auth.db, pass_id, self._auth.clock.now())

@@ -46,6 +46,7 @@ MANAGEMENT_PREFIXES = (
     "/api/v1/tokens",
     "/api/v1/admin",
     "/api/v1/upstream-keys",
+    "/api/v1/credits",
     "/docs",
     "/openapi.json",
 )

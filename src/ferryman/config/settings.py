@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -93,6 +94,9 @@ class Settings(BaseSettings):
     this process or announced over Redis apply at once)."""
     access_pass_durations: Annotated[tuple[int, ...], NoDecode] = (1, 12, 24, 168, 720)
     """Hours an access pass may be bought for (comma-separated)."""
+    access_pass_prices: Annotated[dict[int, Decimal], NoDecode] = Field(default_factory=dict)
+    """Price of a pass per duration, debited from the buyer's credit balance:
+    `1:0.50,24:5,720:60` (durations not listed cost 0)."""
 
     session_max_age: int = Field(default=86_400, ge=60)
     """Seconds a session lives at most."""
@@ -153,6 +157,32 @@ class Settings(BaseSettings):
         if not value or any(hours <= 0 for hours in value):
             raise ValueError("must be positive whole hours, e.g. 1,12,24,168,720")
         return tuple(sorted(set(value)))
+
+    @field_validator("access_pass_prices", mode="before")
+    @classmethod
+    def _split_prices(cls, value: object) -> object:
+        if isinstance(value, str):
+            prices: dict[str, str] = {}
+            for part in (p.strip() for p in value.split(",")):
+                if not part:
+                    continue
+                hours, sep, price = part.partition(":")
+                if not sep:
+                    raise ValueError(f"{part!r}: expected HOURS:PRICE, e.g. 24:5.00")
+                prices[hours.strip()] = price.strip()
+            return prices
+        return value
+
+    @field_validator("access_pass_prices")
+    @classmethod
+    def _non_negative_prices(cls, value: dict[int, Decimal]) -> dict[int, Decimal]:
+        for hours, price in value.items():
+            if price < 0 or price != price.quantize(Decimal("0.000001")):
+                raise ValueError(f"price for {hours} h must be >= 0 with at most 6 decimals")
+        return value
+
+    def pass_price_micros(self, hours: int) -> int:
+        return int(self.access_pass_prices.get(hours, Decimal(0)) * 1_000_000)
 
     @field_validator("redis_url", "database_url", mode="before")
     @classmethod

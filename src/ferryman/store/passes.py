@@ -45,10 +45,9 @@ def _pass(row: Any) -> AccessPass:
     return AccessPass(**row._mapping)
 
 
-async def create(
-    db: Database, *, user_id: str, token_hash: str, duration_hours: int, now: datetime
-) -> AccessPass:
-    record = AccessPass(
+def new(*, user_id: str, token_hash: str, duration_hours: int, now: datetime) -> AccessPass:
+    """A pass not yet stored (a purchase stores it with its payment)."""
+    return AccessPass(
         id=str(uuid.uuid4()),
         user_id=user_id,
         token_hash=token_hash,
@@ -58,6 +57,12 @@ async def create(
         revoked_at=None,
         created_at=now,
     )
+
+
+async def create(
+    db: Database, *, user_id: str, token_hash: str, duration_hours: int, now: datetime
+) -> AccessPass:
+    record = new(user_id=user_id, token_hash=token_hash, duration_hours=duration_hours, now=now)
     async with db.engine.begin() as conn:
         await conn.execute(access_passes.insert().values(**record.__dict__))
     return record

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from ferryman.store.types import StringList, UTCDateTime
@@ -139,4 +140,20 @@ upstream_keys = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_upstream_keys_upstream", "upstream"),
     Index("ix_upstream_keys_owner_id", "owner_id"),
+)
+
+#: Credit movements: the balance of a user is the sum of their rows (append-only).
+credit_ledger = Table(
+    "credit_ledger",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("pass_id", String(36), nullable=True),
+    Column("note", String(200), nullable=True),
+    Column("created_by", String(36), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_credit_ledger_user_id", "user_id"),
+    UniqueConstraint("pass_id", "kind", name="uq_credit_ledger_pass_id"),
 )
