@@ -9,7 +9,8 @@ OPENROUTER_URL = "https://openrouter.ai/api/v1"
 
 def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
     """`/v1/*` and `/openrouter/*` to OpenRouter, for holders of a client key (also
-    accepted as seed 000's `X-Client-API-Key`), with a key from the encrypted pool.
+    accepted as seed 000's `X-Client-API-Key`), with a key from the encrypted pool,
+    60 requests a minute and 1000 an hour per client key.
     The same as `examples/openrouter-gateway.yaml`."""
     return Gateway.model_validate(
         {
@@ -29,6 +30,7 @@ def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
                     "strip_prefix": True,
                     "auth": ["api_key"],
                     "api_key_headers": ["X-Client-API-Key"],
+                    "limits": ["60/minute", "1000/hour"],
                 },
                 {
                     "name": "openrouter",
@@ -37,6 +39,7 @@ def default_gateway(openrouter_url: str = OPENROUTER_URL) -> Gateway:
                     "strip_prefix": True,
                     "auth": ["api_key"],
                     "api_key_headers": ["X-Client-API-Key"],
+                    "limits": ["60/minute", "1000/hour"],
                 },
             ],
         }
