@@ -39,6 +39,7 @@ USER_FIELDS = {
     "permissions",
     "is_active",
     "created_at",
+    "rpm",
 }
 
 

@@ -40,6 +40,7 @@ KEY_FIELDS = {
     "revoked_at",
     "created_at",
     "last_used_at",
+    "rpm",
 }
 KEY_SHAPE = re.compile(r"^fm_[A-Za-z0-9_-]{43}$")
 

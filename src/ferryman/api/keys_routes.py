@@ -12,6 +12,7 @@ from ferryman.api.deps import AuthDep, CallerDep, owned_by
 from ferryman.api.schemas import KeyOut, NewKeyOut, Page
 from ferryman.errors import Conflict, Forbidden, NotFound
 from ferryman.store import api_keys, users
+from ferryman.types import UNSET
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -29,6 +30,8 @@ class KeyPatch(BaseModel):
 
     name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     active: bool | None = None
+    rpm: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    """Requests a minute for this key (admins only); null returns it to the default."""
 
 
 async def _key(auth: AuthDep, caller: CallerDep, key_id: str) -> api_keys.ApiKey:
@@ -80,7 +83,10 @@ async def update_key(key_id: str, body: KeyPatch, caller: CallerDep, auth: AuthD
     key = await _key(auth, caller, key_id)
     if key.revoked_at is not None and body.active:
         raise Conflict("a revoked key cannot be reactivated", code="key_revoked")
-    updated = await auth.api_keys.update(key_id, name=body.name, active=body.active)
+    rpm = body.rpm if "rpm" in body.model_fields_set else UNSET
+    if rpm is not UNSET and not caller.is_admin:
+        raise Forbidden("only admins set a key's rate", code="admin_required")
+    updated = await auth.api_keys.update(key_id, name=body.name, active=body.active, rpm=rpm)
     if updated is None:
         raise NotFound("no such key", code="key_not_found")
     return KeyOut.of(updated)

@@ -24,6 +24,7 @@ class UserOut(BaseModel):
     permissions: list[str]
     is_active: bool
     created_at: datetime
+    rpm: int | None = None
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -36,6 +37,7 @@ class UserOut(BaseModel):
             permissions=list(user.permissions),
             is_active=user.is_active,
             created_at=user.created_at,
+            rpm=user.rpm,
         )
 
 
@@ -52,6 +54,7 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
     created_at: datetime
     last_used_at: datetime | None
+    rpm: int | None = None
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyOut:
@@ -68,6 +71,7 @@ class KeyOut(BaseModel):
             revoked_at=key.revoked_at,
             created_at=key.created_at,
             last_used_at=key.last_used_at,
+            rpm=key.rpm,
         )
 
 

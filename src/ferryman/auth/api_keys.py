@@ -15,6 +15,7 @@ from ferryman.auth.singleflight import SingleFlight
 from ferryman.errors import BadRequest
 from ferryman.store import api_keys as rows
 from ferryman.store.api_keys import ApiKey
+from ferryman.types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ferryman.auth.services import Auth
@@ -67,13 +68,21 @@ class ApiKeys:
         return key, raw
 
     async def update(
-        self, key_id: str, *, name: str | None = None, active: bool | None = None
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        active: bool | None = None,
+        rpm: int | Unset | None = UNSET,
     ) -> ApiKey | None:
+        """Change a key; `rpm=None` removes its own cap (UNSET leaves it)."""
         values: dict[str, object] = {}
         if name is not None:
             values["name"] = name
         if active is not None:
             values["is_active"] = active
+        if not isinstance(rpm, Unset):
+            values["rpm"] = rpm
         if values:
             key = await rows.change(self._auth.db, key_id, **values)
         else:
@@ -104,6 +113,7 @@ class ApiKeys:
             expires_at=key.expires_at,
             expires_ts=key.expires_at.timestamp() if key.expires_at else None,
             revoked=key.revoked_at is not None or not key.is_active,
+            rpm=key.rpm,
         )
         auth.cache.put(digest, entry)
         return entry

@@ -27,6 +27,7 @@ class UserState:
     role: str
     permissions: frozenset[str]
     is_active: bool
+    rpm: int | None = None
     valid: bool = True
     version: int = 0
     """Bumped whenever the fields change, so identities built from them are rebuilt."""
@@ -51,6 +52,8 @@ class Entry:
     #: Sessions: their CSRF token and last activity.
     csrf_token: str = ""
     last_seen_at: datetime | None = None
+    #: Client keys: their own requests-a-minute cap.
+    rpm: int | None = None
     _identity: Identity | None = None
     _identity_version: int = -1
 
@@ -68,6 +71,8 @@ class Entry:
                 credential_id=user.id if self.kind == "jwt" else self.credential_id,
                 scopes=self.scopes,
                 expires_at=self.expires_at,
+                rpm=self.rpm,
+                user_rpm=user.rpm,
             )
             self._identity, self._identity_version = identity, user.version
         return identity
@@ -102,21 +107,28 @@ class CredentialCache:
         self._unknown.pop(digest, None)
 
     def user(
-        self, user_id: str, username: str, role: str, permissions: frozenset[str], active: bool
+        self,
+        user_id: str,
+        username: str,
+        role: str,
+        permissions: frozenset[str],
+        active: bool,
+        rpm: int | None = None,
     ) -> UserState:
         """The shared state of a user, refreshed with what was just read."""
         state = self._users.get(user_id)
         if state is None or not state.valid:
-            state = UserState(user_id, username, role, permissions, active)
+            state = UserState(user_id, username, role, permissions, active, rpm)
             self._users[user_id] = state
-        elif (state.username, state.role, state.permissions, state.is_active) != (
+        elif (state.username, state.role, state.permissions, state.is_active, state.rpm) != (
             username,
             role,
             permissions,
             active,
+            rpm,
         ):
             state.username, state.role = username, role
-            state.permissions, state.is_active = permissions, active
+            state.permissions, state.is_active, state.rpm = permissions, active, rpm
             state.version += 1
         return state
 

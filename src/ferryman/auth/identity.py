@@ -23,6 +23,10 @@ class Identity:
     credential_id: str
     scopes: frozenset[str] = frozenset()
     expires_at: datetime | None = None
+    rpm: int | None = None
+    """Requests a minute this credential may make, set on it (client keys)."""
+    user_rpm: int | None = None
+    """Requests a minute the whole account may make."""
 
     @property
     def is_admin(self) -> bool:

@@ -69,7 +69,12 @@ class Auth:
 
     def state_of(self, user: User) -> UserState:
         return self.cache.user(
-            user.id, user.username, user.role, frozenset(user.permissions), user.is_active
+            user.id,
+            user.username,
+            user.role,
+            frozenset(user.permissions),
+            user.is_active,
+            user.rpm,
         )
 
     async def load_state(self, user_id: str) -> UserState | None:

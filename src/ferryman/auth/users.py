@@ -10,6 +10,7 @@ import structlog
 from ferryman.errors import BadRequest, Unauthorized
 from ferryman.store import users as rows
 from ferryman.store.users import User
+from ferryman.types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ferryman.auth.services import Auth
@@ -103,13 +104,21 @@ class Users:
         return user
 
     async def set_access(
-        self, user_id: str, *, role: str | None, permissions: tuple[str, ...] | None
+        self,
+        user_id: str,
+        *,
+        role: str | None,
+        permissions: tuple[str, ...] | None,
+        rpm: int | Unset | None = UNSET,
     ) -> User | None:
+        """Change what an account may do; `rpm=None` removes its cap (UNSET leaves it)."""
         values: dict[str, object] = {}
         if role is not None:
             values["role"] = role
         if permissions is not None:
             values["permissions"] = permissions
+        if not isinstance(rpm, Unset):
+            values["rpm"] = rpm
         if not values:
             return await rows.get(self._auth.db, user_id)
         user = await rows.change(self._auth.db, user_id, self._auth.clock.now(), **values)

@@ -494,6 +494,18 @@ class Limiter(_Model):
     (`fail_open`, logged once a minute) or refuse with 503 (`fail_closed`)."""
     timeout: float = Field(default=0.05, gt=0, le=5)
     """Seconds to wait for Redis."""
+    defaults: dict[Literal["api_key", "access_pass", "jwt", "session"], str] = Field(
+        default_factory=dict
+    )
+    """A rate every credential of a kind gets across all routes, e.g.
+    `{api_key: "600/minute"}`; a key's own `rpm` (management API) replaces it."""
+
+    @field_validator("defaults")
+    @classmethod
+    def _check_defaults(cls, value: dict[str, str]) -> dict[str, str]:
+        for rate in value.values():
+            parse_rate(rate)
+        return value
 
 
 class Gateway(_Model):

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import structlog
 
+from ferryman.auth.identity import Identity
 from ferryman.clock import Clock
 from ferryman.config.gateway import Limiter, LimitKey, Parallel, Route
 from ferryman.errors import ServiceUnavailable, TooManyRequests
 from ferryman.limits.algorithms import Decision
 from ferryman.limits.backends import MemoryBackend, RedisBackend, Tier
-from ferryman.limits.rates import Rate
+from ferryman.limits.rates import Rate, parse_rate
 from ferryman.observability.metrics import Metrics
 
 log = structlog.get_logger("ferryman.limits")
@@ -133,12 +134,21 @@ class RouteLimits:
             for t in self.tiers
         ).encode()
 
-    async def check(self, caller: Caller) -> list[tuple[bytes, bytes]]:
-        """The RateLimit headers for an admitted request; TooManyRequests otherwise."""
+    async def check(
+        self, caller: Caller, account: Sequence[AccountTier] = ()
+    ) -> list[tuple[bytes, bytes]]:
+        """The RateLimit headers for an admitted request; TooManyRequests otherwise.
+
+        `account` are the caller's own tiers (its credential's and account's rates),
+        checked in the same backend call as the route's."""
         tiers = [Tier(t.key(self.name, caller), t.algorithm, t.rate) for t in self.tiers]
+        compiled: list[CompiledTier | AccountTier] = [*self.tiers]
+        if account:
+            tiers += [Tier(a.key, "gcra", a.rate) for a in account]
+            compiled += account
         decisions = await self.limits.hit(tiers)
-        headers = self.headers(decisions)
-        refused = [(t, d) for t, d in zip(self.tiers, decisions, strict=True) if not d.allowed]
+        headers = self.headers(decisions, account)
+        refused = [(t, d) for t, d in zip(compiled, decisions, strict=True) if not d.allowed]
         if refused:
             tier, decision = max(refused, key=lambda pair: pair[1].retry_after)
             error = TooManyRequests(
@@ -151,14 +161,59 @@ class RouteLimits:
             raise error
         return headers
 
-    def headers(self, decisions: Sequence[Decision]) -> list[tuple[bytes, bytes]]:
+    def headers(
+        self, decisions: Sequence[Decision], account: Sequence[AccountTier] = ()
+    ) -> list[tuple[bytes, bytes]]:
         tight = min(decisions, key=lambda d: (d.remaining, -d.reset))
+        policy = self.policy
+        if account:
+            extra = ", ".join(f"{a.rate.burst};w={a.rate.period:g}" for a in account).encode()
+            policy = policy + b", " + extra if policy else extra
         return [
             (b"ratelimit-limit", str(tight.limit).encode()),
             (b"ratelimit-remaining", str(tight.remaining).encode()),
             (b"ratelimit-reset", str(max(0, math.ceil(tight.reset))).encode()),
-            (b"ratelimit-policy", self.policy),
+            (b"ratelimit-policy", policy),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTier:
+    """A rate that follows the caller across routes: its credential's or account's."""
+
+    key: str
+    by: tuple[str, ...]
+    rate: Rate
+
+
+class AccountRates:
+    """The per-credential and per-account tiers of a caller: a key's own `rpm`, else the
+    default for its kind; and the account's `rpm`."""
+
+    def __init__(self, spec: Limiter) -> None:
+        self.defaults: dict[str, Rate] = {
+            kind: parse_rate(rate) for kind, rate in spec.defaults.items()
+        }
+        self._per_minute: dict[int, Rate] = {}
+
+    def _rpm(self, rpm: int) -> Rate:
+        rate = self._per_minute.get(rpm)
+        if rate is None:
+            rate = self._per_minute[rpm] = Rate(rpm, 60.0, rpm)
+        return rate
+
+    def tiers(self, identity: Identity | None) -> list[AccountTier]:
+        if identity is None:
+            return []
+        out: list[AccountTier] = []
+        rate = self._rpm(identity.rpm) if identity.rpm else self.defaults.get(identity.kind)
+        if rate is not None:
+            key = f"rl:credential:{identity.credential_id}|{rate.period:g}"
+            out.append(AccountTier(key, ("credential",), rate))
+        if identity.user_rpm:
+            rate = self._rpm(identity.user_rpm)
+            out.append(AccountTier(f"rl:user:{identity.user_id}|60", ("user",), rate))
+        return out
 
 
 class ParallelCap:

@@ -6,9 +6,11 @@ import asyncio
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from ferryman.auth.identity import Identity
 from ferryman.auth.policy import RoutePolicy
+from ferryman.config.gateway import Limiter
 from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
-from ferryman.limits.limiter import Caller, Limits, ParallelCap, RouteLimits
+from ferryman.limits.limiter import AccountRates, Caller, Limits, ParallelCap, RouteLimits
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import host_of
@@ -33,6 +35,7 @@ class Proxy:
         self._limits: dict[str, RouteLimits] = {}
         self._caps: dict[str, ParallelCap] = {}
         self._origin: frozenset[str] = frozenset()
+        self._account = AccountRates(Limiter())
 
     def install_auth(self, auth: Auth) -> None:
         """Compile every credentialed route's policy (once the database is up)."""
@@ -44,10 +47,13 @@ class Proxy:
 
     def install_limits(self, limits: Limits) -> None:
         """Compile every route's rate limits and concurrency cap."""
+        self._account = AccountRates(limits.spec)
+        account = bool(self._account.defaults)
         self._limits = {
             route.name: RouteLimits(route.spec, route.name, limits)
             for route in self._table.routes
-            if route.spec.limits
+            # Credentialed routes too: a caller's own rate may apply (key or user rpm).
+            if route.spec.limits or route.auth != ("none",) or account
         }
         self._caps = {
             route.name: ParallelCap(route.spec.max_parallel, route.spec, route.name)
@@ -78,6 +84,7 @@ class Proxy:
             ctx.route = route.name
             drop: frozenset[bytes] = frozenset()
             add: list[tuple[str, str]] = []
+            identity: Identity | None = None
             if route.auth != ("none",):
                 policy = self._policies.get(route.name)
                 if policy is None:
@@ -91,7 +98,10 @@ class Proxy:
                 ctx.credential = identity.credential_id
                 ctx.session = identity.credential_id if identity.kind == "session" else None
                 drop, add = admitted.drop, admitted.add
+            account = self._account.tiers(identity) if identity is not None else []
             limits = self._limits.get(route.name)
+            if limits is not None and not (limits.tiers or account):
+                limits = None
             cap = self._caps.get(route.name)
             if limits is None and cap is None:
                 await self._forwarder.forward(
@@ -107,7 +117,7 @@ class Proxy:
                 origin=origin_of(scope["headers"]) if route.name in self._origin else None,
             )
             if limits is not None:
-                ctx.response_headers = await limits.check(caller)
+                ctx.response_headers = await limits.check(caller, account)
             slot = cap.acquire(caller) if cap is not None else None
             try:
                 await self._forwarder.forward(

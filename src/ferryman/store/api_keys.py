@@ -29,6 +29,8 @@ class ApiKey:
     revoked_at: datetime | None
     created_at: datetime
     last_used_at: datetime | None
+    rpm: int | None = None
+    """Requests a minute this key may make (None: the default for its kind)."""
 
     @property
     def masked(self) -> str:

@@ -53,6 +53,7 @@ users = Table(
     Column("is_active", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("rpm", Integer, nullable=True),
 )
 
 #: Client API keys (`fm_…`): only a keyed hash of the key is kept.
@@ -71,6 +72,7 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=True),
+    Column("rpm", Integer, nullable=True),
     Index("ix_api_keys_user_id", "user_id"),
 )
 

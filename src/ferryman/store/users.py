@@ -27,6 +27,8 @@ class User:
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    rpm: int | None = None
+    """Requests a minute across every credential of the user (None: no cap)."""
 
     @property
     def is_admin(self) -> bool:
