@@ -7,9 +7,8 @@ tier admits, no state changes (a request refused by one tier consumes none).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ferryman.limits.algorithms import Decision, gcra, sliding_window
 from ferryman.limits.rates import Rate
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 
-@dataclass(frozen=True, slots=True)
-class Tier:
+class Tier(NamedTuple):
     """One tier of one request: the counter's key, its algorithm and rate."""
 
     key: str

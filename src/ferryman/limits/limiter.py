@@ -35,7 +35,7 @@ log = structlog.get_logger("ferryman.limits")
 FALLBACK_LOG_EVERY = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Caller:
     """What limit keys are made of, for one request."""
 
@@ -65,15 +65,24 @@ def default_by(route: Route) -> tuple[LimitKey, ...]:
 
 @dataclass(frozen=True, slots=True)
 class CompiledTier:
-    index: int
     by: tuple[LimitKey, ...]
     algorithm: str
     rate: Rate
+    prefix: str
+    suffix: str
 
-    def key(self, route: str, caller: Caller) -> str:
-        parts = ":".join(_part(name, caller) for name in self.by)
+    @classmethod
+    def of(
+        cls, route: str, index: int, by: tuple[LimitKey, ...], algorithm: str, rate: Rate
+    ) -> CompiledTier:
         # The period closes the key: the memory backend's sweep reads it back.
-        return f"rl:{route}:{self.index}:{parts}|{self.rate.period:g}"
+        return cls(by, algorithm, rate, f"rl:{route}:{index}:", f"|{rate.period:g}")
+
+    def key(self, caller: Caller) -> str:
+        by = self.by
+        if len(by) == 1:
+            return self.prefix + _part(by[0], caller) + self.suffix
+        return self.prefix + ":".join(_part(name, caller) for name in by) + self.suffix
 
 
 class Limits:
@@ -97,6 +106,10 @@ class Limits:
     async def hit(self, tiers: list[Tier]) -> list[Decision]:
         if self.redis is None:
             return self.memory.hit(tiers, self.clock.time())
+        return await self._shared(tiers)
+
+    async def _shared(self, tiers: list[Tier]) -> list[Decision]:
+        assert self.redis is not None
         try:
             return await asyncio.wait_for(self.redis.hit(tiers), self.spec.timeout)
         except (Exception, TimeoutError) as exc:
@@ -126,7 +139,7 @@ class RouteLimits:
         self.limits = limits
         fallback = default_by(route)
         self.tiers = [
-            CompiledTier(index, tier.by or fallback, tier.algorithm, tier.parsed)
+            CompiledTier.of(name, index, tier.by or fallback, tier.algorithm, tier.parsed)
             for index, tier in enumerate(route.limits)
         ]
         self.policy = ", ".join(
@@ -141,12 +154,16 @@ class RouteLimits:
 
         `account` are the caller's own tiers (its credential's and account's rates),
         checked in the same backend call as the route's."""
-        tiers = [Tier(t.key(self.name, caller), t.algorithm, t.rate) for t in self.tiers]
+        tiers = [Tier(t.key(caller), t.algorithm, t.rate) for t in self.tiers]
         compiled: list[CompiledTier | AccountTier] = [*self.tiers]
         if account:
             tiers += [Tier(a.key, "gcra", a.rate) for a in account]
             compiled += account
-        decisions = await self.limits.hit(tiers)
+        limits = self.limits
+        if limits.redis is None:  # no coroutine to await on the in-process path
+            decisions = limits.memory.hit(tiers, limits.clock.time())
+        else:
+            decisions = await limits._shared(tiers)
         headers = self.headers(decisions, account)
         refused = [(t, d) for t, d in zip(compiled, decisions, strict=True) if not d.allowed]
         if refused:
