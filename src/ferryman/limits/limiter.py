@@ -111,7 +111,8 @@ class Limits:
     async def _shared(self, tiers: list[Tier]) -> list[Decision]:
         assert self.redis is not None
         try:
-            return await asyncio.wait_for(self.redis.hit(tiers), self.spec.timeout)
+            async with asyncio.timeout(self.spec.timeout):
+                return await self.redis.hit(tiers)
         except (Exception, TimeoutError) as exc:
             if self.spec.on_error == "fail_closed":
                 raise ServiceUnavailable(
