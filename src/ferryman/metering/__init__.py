@@ -1,0 +1,1 @@
+"""What happened: usage extraction (tokens, cost) and, later, records and stats."""
