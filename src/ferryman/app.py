@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,6 +21,8 @@ from ferryman.guards.cors import Cors
 from ferryman.guards.trusted_host import TrustedHost
 from ferryman.limits.backends import RedisBackend
 from ferryman.limits.limiter import Limits
+from ferryman.metering.pricing import PriceTable
+from ferryman.metering.writer import UsageWriter
 from ferryman.observability.access import Observe
 from ferryman.observability.health import Readiness, SystemRoutes
 from ferryman.observability.logging import configure_logging
@@ -32,6 +35,7 @@ from ferryman.proxy.routing import RouteTable
 from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.store import meta, migrate
+from ferryman.store import usage as usage_rows
 from ferryman.store.engine import Database, create_database
 from ferryman.store.redis import claim, connect_redis
 from ferryman.store.redis import ping as redis_ping
@@ -73,6 +77,7 @@ class Ferryman:
         self.redis: Redis | None = None
         self.auth: Auth | None = None
         self.keyring: Keyring | None = None
+        self.usage: UsageWriter | None = None
         self.upstream_keys: UpstreamKeys | None = None
         self.tasks: list[Periodic] = []
         self.management = create_management_app(settings.docs_enabled)
@@ -80,7 +85,8 @@ class Ferryman:
         self.proxy = Proxy(self.table, self.forwarder, self.responder)
         self.limits = Limits(gateway.limiter, self.clock, self.metrics)
         self.proxy.install_limits(self.limits)
-        self._stack = build_stack(self)
+        self.observe = build_stack(self)
+        self._stack: ASGIApp = self.observe
 
     async def startup(self) -> None:
         self.secrets = ensure_secrets(self.settings)
@@ -96,6 +102,7 @@ class Ferryman:
             await upstream.start()
         await self._start_key_pool(self.database)
         self._start_limits()
+        self._start_metering(self.database)
         self.readiness.add("jobs", self._jobs_report)
         # Everything built so far lives as long as the process. Moving it out of the
         # collector's reach keeps a full collection from walking ~100k objects (tens of
@@ -168,6 +175,30 @@ class Ferryman:
             job.start()
             self.tasks.append(job)
 
+    def _start_metering(self, database: Database) -> None:
+        settings = self.settings
+        writer = UsageWriter(
+            database,
+            PriceTable(settings.price_table),
+            interval=settings.usage_flush_interval,
+            batch=settings.usage_batch_size,
+            capacity=settings.usage_queue_size,
+        )
+        writer.start()
+        self.usage = writer
+        self.observe.usage = writer
+        clock = self.clock
+
+        async def prune() -> None:
+            before = clock.now() - timedelta(days=settings.usage_retention_days)
+            removed = await usage_rows.prune(database, before)
+            if removed:
+                log.info("usage_pruned", records=removed, before=before.isoformat())
+
+        job = Periodic("usage_retention", 86_400.0, prune, metrics=self.metrics, first_delay=60.0)
+        job.start()
+        self.tasks.append(job)
+
     def _start_limits(self) -> None:
         limits = self.limits
         if self.gateway.limiter.backend == "redis":
@@ -195,6 +226,13 @@ class Ferryman:
         return {"jobs": {task.name: task.status() for task in self.tasks}}
 
     async def shutdown(self) -> None:
+        self.observe.usage = None
+        if self.usage is not None:
+            try:
+                await self.usage.stop()  # every queued record is written
+            except Exception:
+                log.exception("usage_final_write_failed", lost=self.usage.queued)
+            self.usage = None
         for task in self.tasks:
             await task.stop()
         self.tasks.clear()
@@ -255,7 +293,7 @@ async def prepare_database(database: Database, migrate_now: bool) -> None:
         )
 
 
-def build_stack(app: Ferryman) -> ASGIApp:
+def build_stack(app: Ferryman) -> Observe:
     """The request path, outermost first:
     observe → trusted host → CORS → health/metrics → management API → proxy."""
     security = app.gateway.security

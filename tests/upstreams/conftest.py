@@ -22,7 +22,12 @@ async def openrouter() -> AsyncIterator[FakeOpenRouter]:
 
 
 def pooled_gateway(
-    base_url: str, *, auth: list[str] | None = None, timeout_read: float = 2, **pool: Any
+    base_url: str,
+    *,
+    auth: list[str] | None = None,
+    timeout_read: float = 2,
+    route_extra: dict[str, Any] | None = None,
+    **pool: Any,
 ) -> dict[str, Any]:
     """`/v1/*` to the fake OpenRouter with keys from the pool (probing off unless asked)."""
     credential = {"kind": "pool", "probe_interval": 0, **pool}
@@ -42,6 +47,7 @@ def pooled_gateway(
                 "upstream": "openrouter",
                 "strip_prefix": True,
                 "auth": auth or ["none"],
+                **(route_extra or {}),
             }
         ],
     }
@@ -56,12 +62,15 @@ async def pooled(
     clock: Clock | None = None,
     auth: list[str] | None = None,
     timeout_read: float = 2,
+    route_extra: dict[str, Any] | None = None,
     **pool: Any,
 ) -> AsyncIterator[Running]:
     """The gateway with `keys` (key → owner id, None for the shared pool) added unvalidated."""
     async with serve_app(
         settings,
-        pooled_gateway(fake.base_url, auth=auth, timeout_read=timeout_read, **pool),
+        pooled_gateway(
+            fake.base_url, auth=auth, timeout_read=timeout_read, route_extra=route_extra, **pool
+        ),
         clock=clock,
     ) as gw:
         service = gw.app.upstream_keys

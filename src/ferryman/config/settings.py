@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = True
     """Mark the session cookie `Secure` (turn off only for local plain-HTTP use)."""
 
+    usage_flush_interval: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between batched writes of usage records (sooner once a batch is full)."""
+    usage_batch_size: int = Field(default=500, ge=1, le=100_000)
+    usage_queue_size: int = Field(default=100_000, ge=100)
+    """Usage records that may wait in memory; beyond, records are dropped and counted."""
+    usage_retention_days: int = Field(default=30, ge=1)
+    """Raw usage records older than this are pruned daily (daily aggregates are kept)."""
+    price_table: Path | None = None
+    """YAML/JSON prices per model (per million input/output tokens), reloaded on change."""
+
     credential_cache_ttl: float = Field(default=60.0, ge=0)
     """Seconds a verified credential is trusted without reading the database again;
     revocations reach the cache sooner (immediately in-process, via Redis across)."""

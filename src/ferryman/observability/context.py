@@ -6,6 +6,7 @@ import os
 import re
 import time
 
+from ferryman.metering.extract import Usage
 from ferryman.types import Scope
 
 SCOPE_KEY = "ferryman.context"
@@ -38,6 +39,8 @@ class RequestContext:
         "correlation_id",
         "credential",
         "error",
+        "meter",
+        "model",
         "response_done",
         "response_headers",
         "route",
@@ -49,6 +52,7 @@ class RequestContext:
         "upstream_headers",
         "upstream_key",
         "upstream_sent",
+        "usage",
     )
 
     def __init__(self, correlation_id: str, client_ip: str) -> None:
@@ -59,6 +63,9 @@ class RequestContext:
         self.upstream: str | None = None
         self.upstream_key: str | None = None
         self.attempts = 0
+        self.meter = False
+        self.model: str | None = None
+        self.usage: Usage | None = None
         self.consumer: str | None = None
         self.credential: str | None = None
         self.session: str | None = None

@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from ferryman.errors import GatewayError, ServiceUnavailable, UpstreamError
+from ferryman.metering.extract import SseUsage, json_usage, request_model
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
@@ -86,6 +87,8 @@ class Forwarder:
         """
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
+        meter = route.spec.meter
+        ctx.meter = meter != "none"
         pool: KeyPool | None = None
         if upstream.spec.credential.kind == "pool":
             pool = self._pools.get(upstream.name)
@@ -125,6 +128,9 @@ class Forwarder:
             except ClientDisconnected:
                 ctx.client_gone = True
                 return
+            llm = meter == "llm"
+            if llm and isinstance(data, bytes):
+                ctx.model = request_model(data)
             if pool is None:
                 response = await self._exchange(upstream, method, url, headers, data, client, ctx)
             else:
@@ -132,7 +138,7 @@ class Forwarder:
                 response = await self._with_pool(
                     attempt, upstream, method, url, headers, data, client, ctx
                 )
-            await self._relay(response, send, ctx, method, route.name)
+            await self._relay(response, send, ctx, method, route.name, llm)
         except StreamAborted:
             if attempt is not None:
                 attempt.broke_off()
@@ -252,6 +258,7 @@ class Forwarder:
         ctx: RequestContext,
         method: str,
         route: str,
+        llm: bool = False,
     ) -> None:
         status = response.status
         headers = response_headers(response.raw_headers)
@@ -271,14 +278,19 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._failed_midway(ctx.upstream or "", exc) from exc
             ctx.upstream_ended = time.perf_counter()
+            if llm and status < 300:
+                ctx.usage = json_usage(whole, ctx.model)
             await send(start)
             ctx.response_done = True
             await send({"type": "http.response.body", "body": whole})
             return
         await send(start)
         content = response.content
+        reader = SseUsage(ctx.model) if llm and _is_event_stream(response) else None
         try:
             while chunk := await content.readany():
+                if reader is not None:
+                    reader.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = self._failed_midway(ctx.upstream or "", exc)
@@ -292,6 +304,9 @@ class Forwarder:
                 bytes_sent=ctx.bytes_out,
             )
             raise StreamAborted(error.message) from exc
+        finally:
+            if reader is not None:
+                ctx.usage = reader.result()  # what was seen, also of a stream cut short
         ctx.upstream_ended = time.perf_counter()
         ctx.response_done = True
         await send({"type": "http.response.body", "body": b""})

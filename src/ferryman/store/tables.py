@@ -6,12 +6,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -158,4 +160,52 @@ credit_ledger = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_credit_ledger_user_id", "user_id"),
     UniqueConstraint("pass_id", "kind", name="uq_credit_ledger_pass_id"),
+)
+
+#: One row per proxied request (pruned after the retention period).
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("user_id", String(36), nullable=True),
+    Column("credential_id", String(36), nullable=True),
+    Column("upstream", String(64), nullable=True),
+    Column("upstream_key_id", String(36), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("ttfb_ms", Float, nullable=True),
+    Column("upstream_ms", Float, nullable=True),
+    Column("bytes_in", BigInteger, nullable=False),
+    Column("bytes_out", BigInteger, nullable=False),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
+    Column("total_tokens", Integer, nullable=True),
+    Column("cost", Float, nullable=True),
+    Column("correlation_id", String(128), nullable=False),
+    Index("ix_usage_records_at", "at"),
+    Index("ix_usage_records_user_at", "user_id", "at"),
+)
+
+#: Per day, user, credential, upstream key and model: what the stats read.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("credential_id", String(36), nullable=False),
+    Column("upstream_key_id", String(36), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("cost_unknown", BigInteger, nullable=False),
+    PrimaryKeyConstraint(
+        "day", "user_id", "credential_id", "upstream_key_id", "model", name="pk_usage_daily"
+    ),
+    Index("ix_usage_daily_user_day", "user_id", "day"),
 )

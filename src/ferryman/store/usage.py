@@ -1,0 +1,122 @@
+"""The usage tables: raw records and the daily aggregate they add up to.
+
+A batch is written in one transaction: its records, then one upsert per aggregate row it
+touches, in key order (so two instances writing overlapping batches take row locks in
+the same order and cannot deadlock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ferryman.store.engine import Database
+from ferryman.store.tables import usage_daily, usage_records
+
+#: What an absent dimension is stored as in the aggregate's key.
+NONE = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    id: str
+    at: datetime
+    route: str
+    user_id: str | None
+    credential_id: str | None
+    upstream: str | None
+    upstream_key_id: str | None
+    model: str | None
+    status: int
+    duration_ms: float
+    ttfb_ms: float | None
+    upstream_ms: float | None
+    bytes_in: int
+    bytes_out: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cost: float | None
+    correlation_id: str
+
+
+FIELDS = tuple(UsageRow.__dataclass_fields__)
+
+AggregateKey = tuple[date, str, str, str, str]
+
+
+def aggregate(rows: Sequence[UsageRow]) -> dict[AggregateKey, list[float]]:
+    """requests, errors, prompt, completion, cost, cost_unknown per aggregate key."""
+    out: dict[AggregateKey, list[float]] = {}
+    for row in rows:
+        key = (
+            row.at.date(),
+            row.user_id or NONE,
+            row.credential_id or NONE,
+            row.upstream_key_id or NONE,
+            row.model or NONE,
+        )
+        sums = out.get(key)
+        if sums is None:
+            sums = out[key] = [0, 0, 0, 0, 0.0, 0]
+        sums[0] += 1
+        sums[1] += 1 if row.status >= 400 else 0
+        sums[2] += row.prompt_tokens or 0
+        sums[3] += row.completion_tokens or 0
+        if row.cost is None:
+            sums[5] += 1 if row.prompt_tokens or row.completion_tokens else 0
+        else:
+            sums[4] += row.cost
+    return out
+
+
+def _upsert(db: Database) -> Any:
+    insert = postgresql.insert if db.backend == "postgresql" else sqlite.insert
+    statement = insert(usage_daily)
+    excluded = statement.excluded
+    columns = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cost_unknown")
+    return statement.on_conflict_do_update(
+        index_elements=["day", "user_id", "credential_id", "upstream_key_id", "model"],
+        set_={name: usage_daily.c[name] + excluded[name] for name in columns},
+    )
+
+
+async def write(db: Database, rows: Sequence[UsageRow]) -> None:
+    if not rows:
+        return
+    sums = aggregate(rows)
+    daily = [
+        {
+            "day": key[0],
+            "user_id": key[1],
+            "credential_id": key[2],
+            "upstream_key_id": key[3],
+            "model": key[4],
+            "requests": int(values[0]),
+            "errors": int(values[1]),
+            "prompt_tokens": int(values[2]),
+            "completion_tokens": int(values[3]),
+            "cost": float(values[4]),
+            "cost_unknown": int(values[5]),
+        }
+        for key, values in sorted(sums.items())
+    ]
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            usage_records.insert(),
+            [{name: getattr(row, name) for name in FIELDS} for row in rows],
+        )
+        for values in daily:
+            await conn.execute(_upsert(db), values)
+
+
+async def prune(db: Database, before: datetime) -> int:
+    """Delete raw records older than `before`; the aggregates stay."""
+    async with db.engine.begin() as conn:
+        result = await conn.execute(delete(usage_records).where(usage_records.c.at < before))
+    return int(result.rowcount or 0)

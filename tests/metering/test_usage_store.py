@@ -1,0 +1,77 @@
+"""Usage batches on SQLite and PostgreSQL: records in, aggregates summed by upsert,
+old records pruned while the aggregates stay."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from ferryman.config.settings import Settings
+from ferryman.store import migrate, usage
+from ferryman.store.engine import create_database
+from ferryman.store.tables import usage_daily, usage_records
+from ferryman.store.usage import UsageRow
+
+DAY = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+def row(n: int, *, at: datetime = DAY, status: int = 200, cost: float | None = 0.5,
+        model: str | None = "m", user: str | None = "u1") -> UsageRow:  # fmt: skip
+    return UsageRow(
+        id=f"{n:032x}",
+        at=at,
+        route="llm",
+        user_id=user,
+        credential_id="k1",
+        upstream="up",
+        upstream_key_id="p1",
+        model=model,
+        status=status,
+        duration_ms=12.5,
+        ttfb_ms=3.0,
+        upstream_ms=10.0,
+        bytes_in=100,
+        bytes_out=200,
+        prompt_tokens=10,
+        completion_tokens=20,
+        total_tokens=30,
+        cost=cost,
+        correlation_id=f"c{n}",
+    )
+
+
+async def test_batches_add_up_in_the_daily_aggregate(db_settings: Settings) -> None:
+    db = create_database(db_settings)
+    try:
+        await migrate.upgrade(db)
+        first = [row(1), row(2, status=502), row(3, model=None, cost=None, user=None)]
+        second = [row(4, cost=None), row(5, at=DAY + timedelta(days=1))]
+        # Two instances writing overlapping batches at once: upserts in key order.
+        await asyncio.gather(usage.write(db, first), usage.write(db, second))
+        async with db.engine.connect() as conn:
+            count = (await conn.execute(select(func.count()).select_from(usage_records))).scalar()
+            daily = {
+                (r.day.isoformat(), r.user_id, r.model): r
+                for r in await conn.execute(select(usage_daily))
+            }
+        assert count == 5
+        main = daily[("2026-11-20", "u1", "m")]
+        assert (main.requests, main.errors, main.prompt_tokens, main.completion_tokens) == (
+            3,
+            1,
+            30,
+            60,
+        )
+        assert main.cost == 1.0 and main.cost_unknown == 1
+        assert daily[("2026-11-20", "", "")].requests == 1  # absent dimensions kept apart
+        assert daily[("2026-11-21", "u1", "m")].requests == 1
+        removed = await usage.prune(db, DAY + timedelta(hours=12))
+        assert removed == 4
+        async with db.engine.connect() as conn:
+            left = (await conn.execute(select(func.count()).select_from(usage_records))).scalar()
+            kept = (await conn.execute(select(func.sum(usage_daily.c.requests)))).scalar()
+        assert left == 1 and kept == 5
+    finally:
+        await db.dispose()
