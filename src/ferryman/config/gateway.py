@@ -305,9 +305,10 @@ class Route(_Model):
     a request refused by one tier consumes none."""
     max_parallel: Parallel | None = None
     """Requests in flight at once (`4`, or `{limit: 4, by: [user]}`); 429 beyond."""
-    meter: Literal["none", "http", "llm"] = "http"
+    meter: Literal["none", "http", "llm"] = "none"
     """Usage records: `http` (one per request: who, status, timings, bytes), `llm` (also
-    the model, tokens and cost of OpenAI-compatible JSON and SSE answers), `none`."""
+    the model, tokens and cost of OpenAI-compatible JSON and SSE answers), or `none`
+    (the default while the batched writer is being made cheaper: see the README)."""
 
     @field_validator("limits", mode="before")
     @classmethod
