@@ -47,6 +47,9 @@ MANAGEMENT_PREFIXES = (
     "/api/v1/admin",
     "/api/v1/upstream-keys",
     "/api/v1/credits",
+    "/api/v1/stats",
+    "/api/v1/usage",
+    "/api/v1/usage.csv",
     "/docs",
     "/openapi.json",
 )

@@ -1,0 +1,236 @@
+"""`/api/v1/stats`, `/api/v1/usage`, `/api/v1/usage.csv` (seed 003's public stats API).
+
+Read from the daily aggregate. A user sees their own usage; an admin sees everyone's
+and can narrow it to one user. Besides a JWT or a session, a client key with the
+`stats:read` scope may read them (`Authorization: Bearer fm_…`), so scripts and
+dashboards need no password; a key without that scope gets 403.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from ferryman.api.deps import AuthDep, Caller, get_auth, get_caller
+from ferryman.auth.hashing import API_KEY_PREFIX
+from ferryman.auth.identity import Identity
+from ferryman.auth.services import Auth
+from ferryman.errors import BadRequest, Forbidden
+from ferryman.store import stats
+from ferryman.store.stats import Filters
+
+router = APIRouter(tags=["stats"])
+
+STATS_SCOPE = "stats:read"
+
+
+async def get_reader(request: Request, auth: Annotated[Auth, Depends(get_auth)]) -> Identity:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token.startswith(API_KEY_PREFIX):
+        identity = await auth.api_keys.verify(token)
+        if STATS_SCOPE not in identity.scopes:
+            raise Forbidden(f"this key lacks the {STATS_SCOPE} scope", code="insufficient_scope")
+        return identity
+    caller: Caller = await get_caller(request, auth)
+    return caller.identity
+
+
+ReaderDep = Annotated[Identity, Depends(get_reader)]
+
+
+def _filters(
+    reader: Identity,
+    user_id: str | None,
+    start_date: date | None,
+    end_date: date | None,
+    model: str | None = None,
+    key: str | None = None,
+) -> Filters:
+    if start_date and end_date and start_date > end_date:
+        raise BadRequest("start_date is after end_date", code="invalid_date_range")
+    owner: str | None = reader.user_id
+    if reader.is_admin and reader.kind != "api_key":
+        owner = user_id  # None: everyone
+    elif user_id is not None and user_id != reader.user_id:
+        raise Forbidden("only admins read others' usage", code="admin_required")
+    return Filters(owner, start_date, end_date, model, key)
+
+
+class Totals(BaseModel):
+    total_requests: int
+    total_errors: int
+    total_tokens_input: int
+    total_tokens_output: int
+    total_cost: float
+
+
+class ModelTotals(BaseModel):
+    model: str | None
+    requests: int
+    errors: int
+    tokens_input: int
+    tokens_output: int
+    cost: float
+
+
+class StatsOut(BaseModel):
+    summary: Totals
+    by_model: list[ModelTotals]
+
+
+class DayModel(BaseModel):
+    date: date
+    model: str | None
+    requests: int
+    errors: int
+    tokens_input: int
+    tokens_output: int
+    cost: float
+
+
+class Pagination(BaseModel):
+    page: int
+    limit: int
+    total: int
+    pages: int
+
+
+class UsageOut(BaseModel):
+    items: list[DayModel]
+    pagination: Pagination
+
+
+class KeyTotals(BaseModel):
+    id: str
+    requests: int
+    errors: int
+    tokens_input: int
+    tokens_output: int
+    cost: float
+
+
+def _model_totals(row: dict[str, Any]) -> ModelTotals:
+    return ModelTotals(**{**row, "cost": float(row["cost"])})
+
+
+@router.get("/stats")
+async def summary(
+    reader: ReaderDep,
+    auth: AuthDep,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
+) -> StatsOut:
+    """Totals and totals per model."""
+    total, models = await stats.summary(auth.db, _filters(reader, user_id, start_date, end_date))
+    return StatsOut(
+        summary=Totals(
+            total_requests=total["requests"],
+            total_errors=total["errors"],
+            total_tokens_input=total["tokens_input"],
+            total_tokens_output=total["tokens_output"],
+            total_cost=float(total["cost"]),
+        ),
+        by_model=[_model_totals(m) for m in models],
+    )
+
+
+@router.get("/stats/keys")
+async def per_client_key(
+    reader: ReaderDep,
+    auth: AuthDep,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
+) -> list[KeyTotals]:
+    """Totals per client key."""
+    f = _filters(reader, user_id, start_date, end_date)
+    rows = await stats.per_dimension(auth.db, f, "credential_id")
+    return [KeyTotals(**{**r, "cost": float(r["cost"])}) for r in rows]
+
+
+@router.get("/stats/upstream-keys")
+async def per_upstream_key(
+    reader: ReaderDep,
+    auth: AuthDep,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
+) -> list[KeyTotals]:
+    """Totals per upstream (provider) key."""
+    f = _filters(reader, user_id, start_date, end_date)
+    rows = await stats.per_dimension(auth.db, f, "upstream_key_id")
+    return [KeyTotals(**{**r, "cost": float(r["cost"])}) for r in rows]
+
+
+@router.get("/usage")
+async def usage(
+    reader: ReaderDep,
+    auth: AuthDep,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    model: str | None = None,
+    key: Annotated[str | None, Query(description="a client key's id")] = None,
+    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> UsageOut:
+    """Usage per day and model, newest first, paginated."""
+    f = _filters(reader, user_id, start_date, end_date, model, key)
+    rows, total = await stats.per_day_and_model(auth.db, f, offset=(page - 1) * limit, limit=limit)
+    items = [DayModel(**{**r, "date": r["day"], "cost": float(r["cost"])}) for r in rows]
+    return UsageOut(
+        items=items,
+        pagination=Pagination(
+            page=page, limit=limit, total=total, pages=max(1, math.ceil(total / limit))
+        ),
+    )
+
+
+@router.get("/usage.csv")
+async def usage_csv(
+    reader: ReaderDep,
+    auth: AuthDep,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    model: str | None = None,
+    key: Annotated[str | None, Query(description="a client key's id")] = None,
+    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
+) -> StreamingResponse:
+    """The same rows as CSV, streamed page by page."""
+    f = _filters(reader, user_id, start_date, end_date, model, key)
+    columns = ["date", "model", "requests", "errors", "tokens_input", "tokens_output", "cost"]
+
+    async def lines() -> AsyncIterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        offset = 0
+        while True:
+            rows, _ = await stats.per_day_and_model(auth.db, f, offset=offset, limit=1000)
+            for r in rows:
+                writer.writerow([r["day"].isoformat(), r["model"] or "", r["requests"],
+                                 r["errors"], r["tokens_input"], r["tokens_output"],
+                                 f"{float(r['cost']):.6f}"])  # fmt: skip
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < 1000:
+                return
+            offset += 1000
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
+    )
