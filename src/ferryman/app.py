@@ -180,6 +180,7 @@ class Ferryman:
         writer = UsageWriter(
             database,
             PriceTable(settings.price_table),
+            self.metrics,
             interval=settings.usage_flush_interval,
             batch=settings.usage_batch_size,
             capacity=settings.usage_queue_size,

@@ -18,6 +18,7 @@ import structlog
 
 from ferryman.metering.extract import Usage
 from ferryman.metering.pricing import PriceTable
+from ferryman.observability.metrics import Metrics
 from ferryman.store import usage
 from ferryman.store.engine import Database
 from ferryman.store.usage import UsageRow
@@ -30,6 +31,7 @@ class UsageWriter:
         self,
         db: Database,
         prices: PriceTable,
+        metrics: Metrics | None = None,
         *,
         interval: float = 1.0,
         batch: int = 500,
@@ -37,6 +39,7 @@ class UsageWriter:
     ) -> None:
         self.db = db
         self.prices = prices
+        self.metrics = metrics
         self.interval = interval
         self.batch = batch
         self.capacity = capacity
@@ -45,12 +48,15 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
+        self.unpriced = 0
         self.failures = 0
 
     def add(self, row: UsageRow) -> None:
         queue = self._queue
         if len(queue) >= self.capacity:
             self.dropped += 1
+            if self.metrics is not None:
+                self.metrics.usage_records("dropped")
             return
         queue.append(row)
         if len(queue) >= self.batch:
@@ -89,6 +95,8 @@ class UsageWriter:
                 self._queue.extendleft(reversed(rows))  # kept for the next round
                 raise
             self.written += len(rows)
+            if self.metrics is not None:
+                self.metrics.usage_records("written", len(rows))
 
     def _priced(self, row: UsageRow) -> UsageRow:
         if row.cost is not None or row.model is None:
@@ -97,6 +105,10 @@ class UsageWriter:
             Usage(row.model, row.prompt_tokens, row.completion_tokens, row.total_tokens, None)
         )
         if cost is None:
+            if row.prompt_tokens is not None or row.completion_tokens is not None:
+                self.unpriced += 1
+                if self.metrics is not None:
+                    self.metrics.usage_records("unpriced")
             return row
         values = {name: getattr(row, name) for name in usage.FIELDS}
         values["cost"] = cost

@@ -77,6 +77,11 @@ _JOB_SUCCESS = (
 )
 _JOB_FAILURES = ("ferryman_job_failures", "Failed iterations of each background job.")
 _KEY_LABELS = ["upstream", "key_id", "key_name"]
+_USAGE = (
+    "ferryman_usage_records",
+    "Usage records, by outcome: written, dropped (queue full), unpriced (model not in the"
+    " price table).",
+)
 _LIMITER_FALLBACKS = (
     "ferryman_limiter_fallbacks",
     "Rate-limit checks counted in-process because Redis failed or was too slow.",
@@ -129,6 +134,9 @@ class Metrics:
     def limiter_fallback(self) -> None:
         raise NotImplementedError
 
+    def usage_records(self, outcome: str, count: int = 1) -> None:
+        raise NotImplementedError
+
     def render(self) -> tuple[bytes, bytes]:
         """The exposition body and its content type."""
         raise NotImplementedError
@@ -172,6 +180,7 @@ class LocalMetrics(Metrics, Collector):
         self.job_success: dict[str, float] = {}
         self.job_failures: dict[str, int] = {}
         self.limiter_fallbacks = 0
+        self.usage: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -223,6 +232,9 @@ class LocalMetrics(Metrics, Collector):
     def limiter_fallback(self) -> None:
         self.limiter_fallbacks += 1
 
+    def usage_records(self, outcome: str, count: int = 1) -> None:
+        self.usage[outcome] = self.usage.get(outcome, 0) + count
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
         for (route, method, status), count in sorted(self.requests.items()):
@@ -263,6 +275,10 @@ class LocalMetrics(Metrics, Collector):
             failures.add_metric([job], count)
         yield failures
         yield CounterMetricFamily(*_LIMITER_FALLBACKS, value=self.limiter_fallbacks)
+        usage = CounterMetricFamily(*_USAGE, labels=["outcome"])
+        for outcome, count in sorted(self.usage.items()):
+            usage.add_metric([outcome], count)
+        yield usage
 
     def render(self) -> tuple[bytes, bytes]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
@@ -290,6 +306,7 @@ class SharedMetrics(Metrics):
         self._job_success = Gauge(*_JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
         self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
         self._limiter_fallbacks = Counter(*_LIMITER_FALLBACKS, registry=r)
+        self._usage = Counter(*_USAGE, ["outcome"], registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -327,6 +344,9 @@ class SharedMetrics(Metrics):
 
     def limiter_fallback(self) -> None:
         self._limiter_fallbacks.inc()
+
+    def usage_records(self, outcome: str, count: int = 1) -> None:
+        self._usage.labels(outcome).inc(count)
 
     def render(self) -> tuple[bytes, bytes]:
         registry = CollectorRegistry()
