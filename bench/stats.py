@@ -73,6 +73,16 @@ def fill(path: Path, records: int, users: int, keys: int, models: int) -> None:
         f"INSERT INTO usage_daily VALUES ({', '.join('?' * 11)})",
         daily_rows(users, keys, models),
     )
+    per_day = users * keys
+    conn.executemany(
+        f"INSERT INTO usage_daily_totals VALUES ({', '.join('?' * 9)})",
+        (
+            ((TODAY - timedelta(days=day)).isoformat(), "pool-1", f"model-{model}",
+             30 * per_day, per_day, 1200 * per_day, 3600 * per_day, 0.036 * per_day, 0)
+            for day in range(365)
+            for model in range(models)
+        ),
+    )  # fmt: skip
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from ferryman.config.settings import Settings
 from ferryman.store import migrate, usage
 from ferryman.store.engine import create_database
-from ferryman.store.tables import usage_daily, usage_records
+from ferryman.store.tables import usage_daily, usage_daily_totals, usage_records
 from ferryman.store.usage import UsageRow
 
 DAY = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -67,6 +67,14 @@ async def test_batches_add_up_in_the_daily_aggregate(db_settings: Settings) -> N
         assert main.cost == 1.0 and main.cost_unknown == 1
         assert daily[("2026-11-20", "", "")].requests == 1  # absent dimensions kept apart
         assert daily[("2026-11-21", "u1", "m")].requests == 1
+        async with db.engine.connect() as conn:
+            fleet = {
+                (r.day.isoformat(), r.model): r
+                for r in await conn.execute(select(usage_daily_totals))
+            }
+        assert fleet[("2026-11-20", "m")].requests == 3  # u1's rows, summed without user
+        assert fleet[("2026-11-20", "")].requests == 1
+        assert fleet[("2026-11-20", "m")].cost == 1.0
         removed = await usage.prune(db, DAY + timedelta(hours=12))
         assert removed == 4
         async with db.engine.connect() as conn:

@@ -1,5 +1,6 @@
-"""Queries of the daily usage aggregate (never the raw records, so they stay fast on a
-long history)."""
+"""Queries of the daily usage aggregates (never the raw records, so they stay fast on a
+long history). Questions about one user or one client key read `usage_daily`; fleet-wide
+ones read `usage_daily_totals`, the same sums without the user dimension."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Table, func, select
 
 from ferryman.store.engine import Database
-from ferryman.store.tables import usage_daily
+from ferryman.store.tables import usage_daily, usage_daily_totals
 from ferryman.store.usage import NONE
 
 
@@ -24,23 +25,28 @@ class Filters:
     credential_id: str | None = None
 
 
-def _where(query: Select[Any], f: Filters) -> Select[Any]:
-    c = usage_daily.c
+def _table(f: Filters, column: str | None = None) -> Table:
+    personal = f.user_id is not None or f.credential_id is not None
+    return usage_daily if personal or column == "credential_id" else usage_daily_totals
+
+
+def _where(table: Table, query: Select[Any], f: Filters) -> Select[Any]:
+    c = table.c
     if f.user_id is not None:
         query = query.where(c.user_id == f.user_id)
+    if f.credential_id is not None:
+        query = query.where(c.credential_id == f.credential_id)
     if f.start is not None:
         query = query.where(c.day >= f.start)
     if f.end is not None:
         query = query.where(c.day <= f.end)
     if f.model is not None:
         query = query.where(c.model == f.model)
-    if f.credential_id is not None:
-        query = query.where(c.credential_id == f.credential_id)
     return query
 
 
-def _sums() -> list[Any]:
-    c = usage_daily.c
+def _sums(table: Table) -> list[Any]:
+    c = table.c
     return [
         func.coalesce(func.sum(c.requests), 0).label("requests"),
         func.coalesce(func.sum(c.errors), 0).label("errors"),
@@ -50,28 +56,34 @@ def _sums() -> list[Any]:
     ]
 
 
+def _models(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in rows:
+        row["model"] = row["model"] or None
+    return rows
+
+
 async def summary(db: Database, f: Filters) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Totals, and totals per model (most requests first)."""
-    c = usage_daily.c
+    table = _table(f)
+    c = table.c
     async with db.engine.connect() as conn:
-        total = (await conn.execute(_where(select(*_sums()), f))).one()._mapping
+        total = (await conn.execute(_where(table, select(*_sums(table)), f))).one()._mapping
         models = await conn.execute(
-            _where(select(c.model, *_sums()), f)
+            _where(table, select(c.model, *_sums(table)), f)
             .group_by(c.model)
             .order_by(func.sum(c.requests).desc(), c.model)
         )
         by_model = [dict(row._mapping) for row in models]
-    for row in by_model:
-        row["model"] = row["model"] or None
-    return dict(total), by_model
+    return dict(total), _models(by_model)
 
 
 async def per_day_and_model(
     db: Database, f: Filters, *, offset: int, limit: int
 ) -> tuple[list[dict[str, Any]], int]:
     """Rows of day and model, newest first, and how many there are in all."""
-    c = usage_daily.c
-    grouped = _where(select(c.day, c.model, *_sums()), f).group_by(c.day, c.model)
+    table = _table(f)
+    c = table.c
+    grouped = _where(table, select(c.day, c.model, *_sums(table)), f).group_by(c.day, c.model)
     async with db.engine.connect() as conn:
         total = (
             await conn.execute(select(func.count()).select_from(grouped.subquery()))
@@ -80,19 +92,18 @@ async def per_day_and_model(
             grouped.order_by(c.day.desc(), c.model).offset(offset).limit(limit)
         )
         items = [dict(row._mapping) for row in rows]
-    for row in items:
-        row["model"] = row["model"] or None
-    return items, int(total)
+    return _models(items), int(total)
 
 
 async def per_dimension(db: Database, f: Filters, column: str) -> list[dict[str, Any]]:
     """Totals per client key (`credential_id`) or per upstream key (`upstream_key_id`)."""
-    col = usage_daily.c[column]
+    table = _table(f, column)
+    col = table.c[column]
     async with db.engine.connect() as conn:
         rows = await conn.execute(
-            _where(select(col.label("id"), *_sums()), f)
+            _where(table, select(col.label("id"), *_sums(table)), f)
             .where(col != NONE)
             .group_by(col)
-            .order_by(func.sum(usage_daily.c.requests).desc(), col)
+            .order_by(func.sum(table.c.requests).desc(), col)
         )
         return [dict(row._mapping) for row in rows]

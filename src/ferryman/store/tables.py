@@ -209,3 +209,19 @@ usage_daily = Table(
     ),
     Index("ix_usage_daily_user_day", "user_id", "day"),
 )
+
+#: The same sums without the user and credential dimensions, for fleet-wide stats.
+usage_daily_totals = Table(
+    "usage_daily_totals",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("upstream_key_id", String(36), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("cost_unknown", BigInteger, nullable=False),
+    PrimaryKeyConstraint("day", "upstream_key_id", "model", name="pk_usage_daily_totals"),
+)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ferryman.store.engine import Database
-from ferryman.store.tables import usage_daily, usage_records
+from ferryman.store.tables import usage_daily, usage_daily_totals, usage_records
 
 #: What an absent dimension is stored as in the aggregate's key.
 NONE = ""
@@ -75,15 +75,34 @@ def aggregate(rows: Sequence[UsageRow]) -> dict[AggregateKey, list[float]]:
     return out
 
 
-def _upsert(db: Database) -> Any:
+SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cost_unknown")
+
+
+def _upsert(db: Database, table: Table, keys: list[str]) -> Any:
     insert = postgresql.insert if db.backend == "postgresql" else sqlite.insert
-    statement = insert(usage_daily)
+    statement = insert(table)
     excluded = statement.excluded
-    columns = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cost_unknown")
     return statement.on_conflict_do_update(
-        index_elements=["day", "user_id", "credential_id", "upstream_key_id", "model"],
-        set_={name: usage_daily.c[name] + excluded[name] for name in columns},
+        index_elements=keys, set_={name: table.c[name] + excluded[name] for name in SUMS}
     )
+
+
+DAILY_KEYS = ["day", "user_id", "credential_id", "upstream_key_id", "model"]
+TOTALS_KEYS = ["day", "upstream_key_id", "model"]
+
+
+def totals(daily: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The daily rows summed without their user and credential, in key order."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for values in daily:
+        key = tuple(values[k] for k in TOTALS_KEYS)
+        row = out.get(key)
+        if row is None:
+            out[key] = {**{k: values[k] for k in TOTALS_KEYS}, **{s: values[s] for s in SUMS}}
+        else:
+            for name in SUMS:
+                row[name] += values[name]
+    return [out[key] for key in sorted(out)]
 
 
 async def write(db: Database, rows: Sequence[UsageRow]) -> None:
@@ -111,8 +130,12 @@ async def write(db: Database, rows: Sequence[UsageRow]) -> None:
             usage_records.insert(),
             [{name: getattr(row, name) for name in FIELDS} for row in rows],
         )
+        upsert = _upsert(db, usage_daily, DAILY_KEYS)
         for values in daily:
-            await conn.execute(_upsert(db), values)
+            await conn.execute(upsert, values)
+        upsert = _upsert(db, usage_daily_totals, TOTALS_KEYS)
+        for values in totals(daily):
+            await conn.execute(upsert, values)
 
 
 async def prune(db: Database, before: datetime) -> int:
