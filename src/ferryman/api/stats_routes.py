@@ -145,6 +145,19 @@ async def summary(
     )
 
 
+async def _per(
+    reader: Identity,
+    auth: Auth,
+    column: str,
+    start_date: date | None,
+    end_date: date | None,
+    user_id: str | None,
+) -> list[KeyTotals]:
+    f = _filters(reader, user_id, start_date, end_date)
+    rows = await stats.per_dimension(auth.db, f, column)
+    return [KeyTotals(**{**r, "cost": float(r["cost"])}) for r in rows]
+
+
 @router.get("/stats/keys")
 async def per_client_key(
     reader: ReaderDep,
@@ -154,9 +167,7 @@ async def per_client_key(
     user_id: Annotated[str | None, Query(description="admins: one user")] = None,
 ) -> list[KeyTotals]:
     """Totals per client key."""
-    f = _filters(reader, user_id, start_date, end_date)
-    rows = await stats.per_dimension(auth.db, f, "credential_id")
-    return [KeyTotals(**{**r, "cost": float(r["cost"])}) for r in rows]
+    return await _per(reader, auth, "credential_id", start_date, end_date, user_id)
 
 
 @router.get("/stats/upstream-keys")
@@ -168,9 +179,7 @@ async def per_upstream_key(
     user_id: Annotated[str | None, Query(description="admins: one user")] = None,
 ) -> list[KeyTotals]:
     """Totals per upstream (provider) key."""
-    f = _filters(reader, user_id, start_date, end_date)
-    rows = await stats.per_dimension(auth.db, f, "upstream_key_id")
-    return [KeyTotals(**{**r, "cost": float(r["cost"])}) for r in rows]
+    return await _per(reader, auth, "upstream_key_id", start_date, end_date, user_id)
 
 
 @router.get("/usage")
