@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -189,6 +191,19 @@ usage_records = Table(
     Index("ix_usage_records_user_at", "user_id", "at"),
 )
 
+
+def _usage_sums() -> list[Column[Any]]:
+    """The sums both daily usage tables keep."""
+    return [
+        Column("requests", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("prompt_tokens", BigInteger, nullable=False),
+        Column("completion_tokens", BigInteger, nullable=False),
+        Column("cost", Float, nullable=False),
+        Column("cost_unknown", BigInteger, nullable=False),
+    ]
+
+
 #: Per day, user, credential, upstream key and model: what the stats read.
 usage_daily = Table(
     "usage_daily",
@@ -198,12 +213,7 @@ usage_daily = Table(
     Column("credential_id", String(36), nullable=False),
     Column("upstream_key_id", String(36), nullable=False),
     Column("model", String(200), nullable=False),
-    Column("requests", BigInteger, nullable=False),
-    Column("errors", BigInteger, nullable=False),
-    Column("prompt_tokens", BigInteger, nullable=False),
-    Column("completion_tokens", BigInteger, nullable=False),
-    Column("cost", Float, nullable=False),
-    Column("cost_unknown", BigInteger, nullable=False),
+    *_usage_sums(),
     PrimaryKeyConstraint(
         "day", "user_id", "credential_id", "upstream_key_id", "model", name="pk_usage_daily"
     ),
@@ -217,11 +227,6 @@ usage_daily_totals = Table(
     Column("day", Date, nullable=False),
     Column("upstream_key_id", String(36), nullable=False),
     Column("model", String(200), nullable=False),
-    Column("requests", BigInteger, nullable=False),
-    Column("errors", BigInteger, nullable=False),
-    Column("prompt_tokens", BigInteger, nullable=False),
-    Column("completion_tokens", BigInteger, nullable=False),
-    Column("cost", Float, nullable=False),
-    Column("cost_unknown", BigInteger, nullable=False),
+    *_usage_sums(),
     PrimaryKeyConstraint("day", "upstream_key_id", "model", name="pk_usage_daily_totals"),
 )
