@@ -48,14 +48,16 @@ async def get_reader(request: Request, auth: Annotated[Auth, Depends(get_auth)])
 ReaderDep = Annotated[Identity, Depends(get_reader)]
 
 
-def _filters(
-    reader: Identity,
-    user_id: str | None,
-    start_date: date | None,
-    end_date: date | None,
-    model: str | None = None,
-    key: str | None = None,
+def get_filters(
+    reader: ReaderDep,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    model: Annotated[str | None, Query(description="only this model")] = None,
+    key: Annotated[str | None, Query(description="a client key's id")] = None,
+    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
 ) -> Filters:
+    """What the caller may see, narrowed by the query: their own usage, or (admins
+    with a JWT or session) everyone's or one user's."""
     if start_date and end_date and start_date > end_date:
         raise BadRequest("start_date is after end_date", code="invalid_date_range")
     owner: str | None = reader.user_id
@@ -64,6 +66,9 @@ def _filters(
     elif user_id is not None and user_id != reader.user_id:
         raise Forbidden("only admins read others' usage", code="admin_required")
     return Filters(owner, start_date, end_date, model, key)
+
+
+FiltersDep = Annotated[Filters, Depends(get_filters)]
 
 
 class Totals(BaseModel):
@@ -124,15 +129,9 @@ def _model_totals(row: dict[str, Any]) -> ModelTotals:
 
 
 @router.get("/stats")
-async def summary(
-    reader: ReaderDep,
-    auth: AuthDep,
-    start_date: date | None = None,
-    end_date: date | None = None,
-    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
-) -> StatsOut:
+async def summary(f: FiltersDep, auth: AuthDep) -> StatsOut:
     """Totals and totals per model."""
-    total, models = await stats.summary(auth.db, _filters(reader, user_id, start_date, end_date))
+    total, models = await stats.summary(auth.db, f)
     return StatsOut(
         summary=Totals(
             total_requests=total["requests"],
@@ -145,57 +144,31 @@ async def summary(
     )
 
 
-async def _per(
-    reader: Identity,
-    auth: Auth,
-    column: str,
-    start_date: date | None,
-    end_date: date | None,
-    user_id: str | None,
-) -> list[KeyTotals]:
-    f = _filters(reader, user_id, start_date, end_date)
+async def _per(f: Filters, auth: Auth, column: str) -> list[KeyTotals]:
     rows = await stats.per_dimension(auth.db, f, column)
     return [KeyTotals(**{**r, "cost": float(r["cost"])}) for r in rows]
 
 
 @router.get("/stats/keys")
-async def per_client_key(
-    reader: ReaderDep,
-    auth: AuthDep,
-    start_date: date | None = None,
-    end_date: date | None = None,
-    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
-) -> list[KeyTotals]:
+async def per_client_key(f: FiltersDep, auth: AuthDep) -> list[KeyTotals]:
     """Totals per client key."""
-    return await _per(reader, auth, "credential_id", start_date, end_date, user_id)
+    return await _per(f, auth, "credential_id")
 
 
 @router.get("/stats/upstream-keys")
-async def per_upstream_key(
-    reader: ReaderDep,
-    auth: AuthDep,
-    start_date: date | None = None,
-    end_date: date | None = None,
-    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
-) -> list[KeyTotals]:
+async def per_upstream_key(f: FiltersDep, auth: AuthDep) -> list[KeyTotals]:
     """Totals per upstream (provider) key."""
-    return await _per(reader, auth, "upstream_key_id", start_date, end_date, user_id)
+    return await _per(f, auth, "upstream_key_id")
 
 
 @router.get("/usage")
 async def usage(
-    reader: ReaderDep,
+    f: FiltersDep,
     auth: AuthDep,
-    start_date: date | None = None,
-    end_date: date | None = None,
-    model: str | None = None,
-    key: Annotated[str | None, Query(description="a client key's id")] = None,
-    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UsageOut:
     """Usage per day and model, newest first, paginated."""
-    f = _filters(reader, user_id, start_date, end_date, model, key)
     rows, total = await stats.per_day_and_model(auth.db, f, offset=(page - 1) * limit, limit=limit)
     items = [DayModel(**{**r, "date": r["day"], "cost": float(r["cost"])}) for r in rows]
     return UsageOut(
@@ -207,17 +180,8 @@ async def usage(
 
 
 @router.get("/usage.csv")
-async def usage_csv(
-    reader: ReaderDep,
-    auth: AuthDep,
-    start_date: date | None = None,
-    end_date: date | None = None,
-    model: str | None = None,
-    key: Annotated[str | None, Query(description="a client key's id")] = None,
-    user_id: Annotated[str | None, Query(description="admins: one user")] = None,
-) -> StreamingResponse:
+async def usage_csv(f: FiltersDep, auth: AuthDep) -> StreamingResponse:
     """The same rows as CSV, streamed page by page."""
-    f = _filters(reader, user_id, start_date, end_date, model, key)
     columns = ["date", "model", "requests", "errors", "tokens_input", "tokens_output", "cost"]
 
     async def lines() -> AsyncIterator[str]:
