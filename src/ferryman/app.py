@@ -19,7 +19,9 @@ from ferryman.config.settings import Settings
 from ferryman.errors import ConfigError, FerrymanError, StorageError
 from ferryman.guards.cors import Cors
 from ferryman.guards.trusted_host import TrustedHost
+from ferryman.limits.alerts import Alerts
 from ferryman.limits.backends import RedisBackend
+from ferryman.limits.budgets import Budgets
 from ferryman.limits.limiter import Limits
 from ferryman.metering.pricing import PriceTable
 from ferryman.metering.writer import UsageWriter
@@ -78,6 +80,8 @@ class Ferryman:
         self.auth: Auth | None = None
         self.keyring: Keyring | None = None
         self.usage: UsageWriter | None = None
+        self.budgets: Budgets | None = None
+        self.alerts: Alerts | None = None
         self.upstream_keys: UpstreamKeys | None = None
         self.tasks: list[Periodic] = []
         self.management = create_management_app(settings.docs_enabled)
@@ -189,6 +193,16 @@ class Ferryman:
         self.usage = writer
         self.observe.usage = writer
         clock = self.clock
+        spec = self.gateway.budgets
+        alerts = Alerts(database, self.metrics, spec.webhook)
+        alerts.start()
+        self.alerts = alerts
+        budgets = Budgets(database, writer, spec, clock, self.metrics, alerts)
+        self.budgets = budgets
+        self.proxy.install_budgets(budgets)
+        refresh = Periodic("budget_refresh", spec.refresh, budgets.refresh, metrics=self.metrics)
+        refresh.start()
+        self.tasks.append(refresh)
 
         async def prune() -> None:
             before = clock.now() - timedelta(days=settings.usage_retention_days)
@@ -237,6 +251,9 @@ class Ferryman:
         for task in self.tasks:
             await task.stop()
         self.tasks.clear()
+        if self.alerts is not None:
+            await self.alerts.stop()
+            self.alerts = None
         if self.keyring is not None:
             await self.keyring.close()
         if self.auth is not None:

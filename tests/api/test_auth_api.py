@@ -40,6 +40,8 @@ USER_FIELDS = {
     "is_active",
     "created_at",
     "rpm",
+    "tpm",
+    "budget",
 }
 
 

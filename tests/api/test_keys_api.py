@@ -41,6 +41,8 @@ KEY_FIELDS = {
     "created_at",
     "last_used_at",
     "rpm",
+    "tpm",
+    "budget",
 }
 KEY_SHAPE = re.compile(r"^fm_[A-Za-z0-9_-]{43}$")
 

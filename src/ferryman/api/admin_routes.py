@@ -5,25 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ferryman.api.deps import AdminDep, AuthDep
-from ferryman.api.schemas import KeyOut, Page, PassOut, SessionOut, UserOut
+from ferryman.api.schemas import AllowancePatch, KeyOut, Page, PassOut, SessionOut, UserOut
 from ferryman.errors import BadRequest, NotFound
 from ferryman.store import api_keys, passes, sessions, users
-from ferryman.types import UNSET
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-class UserPatch(BaseModel):
-    model_config = ConfigDict(strict=True)
+class UserPatch(AllowancePatch):
+    """An account's state and access, and its caps across all its credentials."""
 
     is_active: bool | None = None
     role: Literal["admin", "user"] | None = None
     permissions: Annotated[list[str] | None, Field(max_length=100)] = None
-    rpm: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
-    """Requests a minute across all the account's credentials; null removes the cap."""
 
 
 class Credentials(BaseModel):
@@ -54,11 +51,11 @@ async def change_user(user_id: str, body: UserPatch, admin: AdminDep, auth: Auth
         raise NotFound("no such user", code="user_not_found")
     if body.is_active is not None:
         user = await auth.users.set_active(user_id, body.is_active)
-    rpm = body.rpm if "rpm" in body.model_fields_set else UNSET
-    if body.role is not None or body.permissions is not None or rpm is not UNSET:
+    caps = body.caps()
+    if body.role is not None or body.permissions is not None or caps:
         permissions = tuple(body.permissions) if body.permissions is not None else None
         user = await auth.users.set_access(
-            user_id, role=body.role, permissions=permissions, rpm=rpm
+            user_id, role=body.role, permissions=permissions, caps=caps
         )
     assert user is not None
     return UserOut.of(user)

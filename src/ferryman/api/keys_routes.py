@@ -6,13 +6,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from ferryman.api.deps import AuthDep, CallerDep, owned_by
-from ferryman.api.schemas import KeyOut, NewKeyOut, Page
+from ferryman.api.schemas import AllowancePatch, KeyOut, NewKeyOut, Page
 from ferryman.errors import Conflict, Forbidden, NotFound
 from ferryman.store import api_keys, users
-from ferryman.types import UNSET
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -25,13 +24,11 @@ class KeyIn(BaseModel):
     """Admins only: create the key for this user."""
 
 
-class KeyPatch(BaseModel):
-    model_config = ConfigDict(strict=True)
+class KeyPatch(AllowancePatch):
+    """A key's name and state (its owner), its caps (`rpm`, `tpm`, `budget`: admins)."""
 
     name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     active: bool | None = None
-    rpm: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
-    """Requests a minute for this key (admins only); null returns it to the default."""
 
 
 async def _key(auth: AuthDep, caller: CallerDep, key_id: str) -> api_keys.ApiKey:
@@ -83,10 +80,10 @@ async def update_key(key_id: str, body: KeyPatch, caller: CallerDep, auth: AuthD
     key = await _key(auth, caller, key_id)
     if key.revoked_at is not None and body.active:
         raise Conflict("a revoked key cannot be reactivated", code="key_revoked")
-    rpm = body.rpm if "rpm" in body.model_fields_set else UNSET
-    if rpm is not UNSET and not caller.is_admin:
-        raise Forbidden("only admins set a key's rate", code="admin_required")
-    updated = await auth.api_keys.update(key_id, name=body.name, active=body.active, rpm=rpm)
+    caps = body.caps()
+    if caps and not caller.is_admin:
+        raise Forbidden("only admins set a key's rates and budget", code="admin_required")
+    updated = await auth.api_keys.update(key_id, name=body.name, active=body.active, caps=caps)
     if updated is None:
         raise NotFound("no such key", code="key_not_found")
     return KeyOut.of(updated)

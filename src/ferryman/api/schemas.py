@@ -3,16 +3,64 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ferryman.limits.allowance import Allowance, check_period
 from ferryman.store.api_keys import ApiKey
 from ferryman.store.passes import AccessPass
 from ferryman.store.sessions import Session
 from ferryman.store.users import User
 
 T = TypeVar("T")
+
+
+class BudgetIO(BaseModel):
+    """A spending limit in the price table's currency."""
+
+    model_config = ConfigDict(strict=True)
+
+    amount: Annotated[float, Field(gt=0, le=1e12)]
+    period: str
+    """`day`, `week` (from Monday), `month` (calendar, UTC) or `N days` (rolling)."""
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        return check_period(value)
+
+
+class AllowancePatch(BaseModel):
+    """Caps an admin sets on a key or an account; null removes one."""
+
+    model_config = ConfigDict(strict=True)
+
+    rpm: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    """Requests a minute; null returns it to the default."""
+    tpm: Annotated[int | None, Field(ge=1, le=1_000_000_000)] = None
+    """Tokens a minute on LLM routes; null returns it to the default."""
+    budget: BudgetIO | None = None
+    """Spending per period on LLM routes; null returns it to the default."""
+
+    def caps(self) -> dict[str, object]:
+        """The allowance columns this patch sets."""
+        given = self.model_fields_set
+        values: dict[str, object] = {}
+        if "rpm" in given:
+            values["rpm"] = self.rpm
+        if "tpm" in given:
+            values["tpm"] = self.tpm
+        if "budget" in given:
+            budget = self.budget
+            values["budget_amount"] = budget.amount if budget else None
+            values["budget_period"] = budget.period if budget else None
+        return values
+
+
+def _budget_out(allowance: Allowance) -> BudgetIO | None:
+    budget = allowance.budget
+    return None if budget is None else BudgetIO(amount=budget.amount, period=budget.period)
 
 
 class UserOut(BaseModel):
@@ -25,6 +73,8 @@ class UserOut(BaseModel):
     is_active: bool
     created_at: datetime
     rpm: int | None = None
+    tpm: int | None = None
+    budget: BudgetIO | None = None
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -38,6 +88,8 @@ class UserOut(BaseModel):
             is_active=user.is_active,
             created_at=user.created_at,
             rpm=user.rpm,
+            tpm=user.tpm,
+            budget=_budget_out(user.allowance),
         )
 
 
@@ -55,6 +107,8 @@ class KeyOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     rpm: int | None = None
+    tpm: int | None = None
+    budget: BudgetIO | None = None
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyOut:
@@ -72,6 +126,8 @@ class KeyOut(BaseModel):
             created_at=key.created_at,
             last_used_at=key.last_used_at,
             rpm=key.rpm,
+            tpm=key.tpm,
+            budget=_budget_out(key.allowance),
         )
 
 

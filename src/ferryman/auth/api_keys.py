@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,6 @@ from ferryman.auth.singleflight import SingleFlight
 from ferryman.errors import BadRequest
 from ferryman.store import api_keys as rows
 from ferryman.store.api_keys import ApiKey
-from ferryman.types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ferryman.auth.services import Auth
@@ -73,16 +73,15 @@ class ApiKeys:
         *,
         name: str | None = None,
         active: bool | None = None,
-        rpm: int | Unset | None = UNSET,
+        caps: Mapping[str, object] | None = None,
     ) -> ApiKey | None:
-        """Change a key; `rpm=None` removes its own cap (UNSET leaves it)."""
-        values: dict[str, object] = {}
+        """Change a key; `caps` are allowance columns to set (`rpm`, `tpm`,
+        `budget_amount`, `budget_period`; None removes a cap of its own)."""
+        values: dict[str, object] = dict(caps or {})
         if name is not None:
             values["name"] = name
         if active is not None:
             values["is_active"] = active
-        if not isinstance(rpm, Unset):
-            values["rpm"] = rpm
         if values:
             key = await rows.change(self._auth.db, key_id, **values)
         else:
@@ -113,7 +112,7 @@ class ApiKeys:
             expires_at=key.expires_at,
             expires_ts=key.expires_at.timestamp() if key.expires_at else None,
             revoked=key.revoked_at is not None or not key.is_active,
-            rpm=key.rpm,
+            allowance=key.allowance,
         )
         auth.cache.put(digest, entry)
         return entry

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from ferryman.auth.identity import Identity
 from ferryman.clock import Clock
+from ferryman.limits.allowance import NOTHING, Allowance
 
 MAX_ENTRIES = 100_000
 
@@ -27,7 +28,7 @@ class UserState:
     role: str
     permissions: frozenset[str]
     is_active: bool
-    rpm: int | None = None
+    allowance: Allowance = NOTHING
     valid: bool = True
     version: int = 0
     """Bumped whenever the fields change, so identities built from them are rebuilt."""
@@ -52,8 +53,8 @@ class Entry:
     #: Sessions: their CSRF token and last activity.
     csrf_token: str = ""
     last_seen_at: datetime | None = None
-    #: Client keys: their own requests-a-minute cap.
-    rpm: int | None = None
+    #: Client keys: their own caps.
+    allowance: Allowance = NOTHING
     _identity: Identity | None = None
     _identity_version: int = -1
 
@@ -71,8 +72,8 @@ class Entry:
                 credential_id=user.id if self.kind == "jwt" else self.credential_id,
                 scopes=self.scopes,
                 expires_at=self.expires_at,
-                rpm=self.rpm,
-                user_rpm=user.rpm,
+                allowance=self.allowance,
+                user_allowance=user.allowance,
             )
             self._identity, self._identity_version = identity, user.version
         return identity
@@ -113,22 +114,22 @@ class CredentialCache:
         role: str,
         permissions: frozenset[str],
         active: bool,
-        rpm: int | None = None,
+        allowance: Allowance = NOTHING,
     ) -> UserState:
         """The shared state of a user, refreshed with what was just read."""
         state = self._users.get(user_id)
         if state is None or not state.valid:
-            state = UserState(user_id, username, role, permissions, active, rpm)
+            state = UserState(user_id, username, role, permissions, active, allowance)
             self._users[user_id] = state
-        elif (state.username, state.role, state.permissions, state.is_active, state.rpm) != (
+        elif (state.username, state.role, state.permissions, state.is_active, state.allowance) != (
             username,
             role,
             permissions,
             active,
-            rpm,
+            allowance,
         ):
             state.username, state.role = username, role
-            state.permissions, state.is_active, state.rpm = permissions, active, rpm
+            state.permissions, state.is_active, state.allowance = permissions, active, allowance
             state.version += 1
         return state
 

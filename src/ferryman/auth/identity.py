@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from ferryman.limits.allowance import NOTHING, Allowance
+
 ROLES = ("admin", "user")
 
 #: Granted to every credential of an admin: any permission a route may require.
@@ -23,10 +25,10 @@ class Identity:
     credential_id: str
     scopes: frozenset[str] = frozenset()
     expires_at: datetime | None = None
-    rpm: int | None = None
-    """Requests a minute this credential may make, set on it (client keys)."""
-    user_rpm: int | None = None
-    """Requests a minute the whole account may make."""
+    allowance: Allowance = NOTHING
+    """The caps set on this credential itself (client keys)."""
+    user_allowance: Allowance = NOTHING
+    """The caps set on the whole account."""
 
     @property
     def is_admin(self) -> bool:

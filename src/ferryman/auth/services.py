@@ -74,7 +74,7 @@ class Auth:
             user.role,
             frozenset(user.permissions),
             user.is_active,
-            user.rpm,
+            user.allowance,
         )
 
     async def load_state(self, user_id: str) -> UserState | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import structlog
@@ -10,7 +11,6 @@ import structlog
 from ferryman.errors import BadRequest, Unauthorized
 from ferryman.store import users as rows
 from ferryman.store.users import User
-from ferryman.types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ferryman.auth.services import Auth
@@ -109,16 +109,15 @@ class Users:
         *,
         role: str | None,
         permissions: tuple[str, ...] | None,
-        rpm: int | Unset | None = UNSET,
+        caps: Mapping[str, object] | None = None,
     ) -> User | None:
-        """Change what an account may do; `rpm=None` removes its cap (UNSET leaves it)."""
-        values: dict[str, object] = {}
+        """Change what an account may do; `caps` are allowance columns to set (`rpm`,
+        `tpm`, `budget_amount`, `budget_period`; None removes a cap)."""
+        values: dict[str, object] = dict(caps or {})
         if role is not None:
             values["role"] = role
         if permissions is not None:
             values["permissions"] = permissions
-        if not isinstance(rpm, Unset):
-            values["rpm"] = rpm
         if not values:
             return await rows.get(self._auth.db, user_id)
         user = await rows.change(self._auth.db, user_id, self._auth.clock.now(), **values)

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from ferryman.limits.allowance import Budget, check_period
 from ferryman.limits.rates import Rate, parse_rate
 
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
@@ -506,12 +507,65 @@ class Limiter(_Model):
     )
     """A rate every credential of a kind gets across all routes, e.g.
     `{api_key: "600/minute"}`; a key's own `rpm` (management API) replaces it."""
+    token_defaults: dict[
+        Literal["api_key", "access_pass", "jwt", "session"], Annotated[int, Field(ge=1)]
+    ] = Field(default_factory=dict)
+    """Tokens a minute every credential of a kind may use on LLM routes (`meter: llm`),
+    e.g. `{api_key: 100000}`; a key's own `tpm` replaces it."""
 
     @field_validator("defaults")
     @classmethod
     def _check_defaults(cls, value: dict[str, str]) -> dict[str, str]:
         for rate in value.values():
             parse_rate(rate)
+        return value
+
+
+class BudgetRule(_Model):
+    """A spending limit: `{amount: 5, period: day}`."""
+
+    amount: Annotated[float, Field(gt=0)]
+    """In the price table's currency."""
+    period: str
+    """`day`, `week` (from Monday), `month` (calendar) or `N days` (rolling); UTC days."""
+
+    @field_validator("period")
+    @classmethod
+    def _check_period(cls, value: str) -> str:
+        return check_period(value)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.amount, self.period)
+
+
+class Budgets(_Model):
+    """Spending limits on LLM routes (`meter: llm`), summed from metered cost."""
+
+    defaults: dict[Literal["api_key", "access_pass", "jwt", "session"], BudgetRule] = Field(
+        default_factory=dict
+    )
+    """A budget every credential of a kind gets, e.g. `{api_key: {amount: 5, period:
+    day}}`; a key's own budget (management API) replaces it."""
+    alerts: tuple[Annotated[int, Field(ge=1, le=1000)], ...] = (50, 80, 100)
+    """Percentages of a budget at which an alert goes out (once per budget and period)."""
+    webhook: str | None = None
+    """An http(s) URL that receives each alert as a JSON POST."""
+    refresh: Annotated[float, Field(ge=0.5, le=3600)] = 10.0
+    """Seconds between re-reading spend from the database (what other instances spent)."""
+
+    @field_validator("alerts")
+    @classmethod
+    def _sort_alerts(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(set(value)))
+
+    @field_validator("webhook")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value!r} is not an http(s) URL")
         return value
 
 
@@ -522,6 +576,7 @@ class Gateway(_Model):
     routes: tuple[Route, ...]
     security: Security = Security()
     limiter: Limiter = Limiter()
+    budgets: Budgets = Budgets()
 
     @field_validator("upstreams")
     @classmethod

@@ -24,15 +24,17 @@ class Decision(NamedTuple):
     """Seconds until a refused request would be admitted (0 when admitted)."""
 
 
-def gcra(rate: Rate, tat: float, now: float) -> tuple[Decision, float]:
+def gcra(rate: Rate, tat: float, now: float, cost: int = 1) -> tuple[Decision, float]:
     """GCRA: `tat` is the theoretical arrival time stored for the key (0 when new).
 
-    Returns the decision and the new TAT to store when admitted."""
+    Returns the decision and the new TAT to store when admitted. A `cost` of 0 asks
+    only whether anything is left (tokens a minute: checked before the request, paid
+    with `charge` once the tokens are known)."""
     interval = rate.interval
     tolerance = rate.burst * interval
     start = max(tat, now)
-    new_tat = start + interval
-    allowed = new_tat - now <= tolerance + 1e-9
+    new_tat = start + cost * interval
+    allowed = new_tat - now <= tolerance + 1e-9 if cost else start - now < tolerance - 1e-9
     if allowed:
         used = new_tat - now
         remaining = int((tolerance - used) / interval + 1e-9)
@@ -40,6 +42,12 @@ def gcra(rate: Rate, tat: float, now: float) -> tuple[Decision, float]:
     remaining = 0
     retry = new_tat - tolerance - now
     return Decision(False, rate.burst, remaining, start - now, max(retry, 0.0)), tat
+
+
+def charge(rate: Rate, tat: float, now: float, cost: int) -> float:
+    """The TAT after `cost` units used unconditionally (possibly beyond the burst: the
+    debt holds later requests back until it is paid off)."""
+    return max(tat, now) + cost * rate.interval
 
 
 def sliding_window(

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ferryman.limits.algorithms import Decision, gcra, sliding_window
+from ferryman.limits.algorithms import Decision, charge, gcra, sliding_window
 from ferryman.limits.rates import Rate
 
 if TYPE_CHECKING:
@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 
 
 class Tier(NamedTuple):
-    """One tier of one request: the counter's key, its algorithm and rate."""
+    """One tier of one request: the counter's key, its algorithm and rate, and what the
+    request costs in it (GCRA only: 0 checks without consuming; see `charge`)."""
 
     key: str
     algorithm: str  # "gcra" | "sliding_window"
     rate: Rate
+    cost: int = 1
 
 
 class MemoryBackend:
@@ -38,7 +40,7 @@ class MemoryBackend:
         writes: list[tuple[str, float | tuple[int, int, int]]] = []
         for tier in tiers:
             if tier.algorithm == "gcra":
-                decision, tat = gcra(tier.rate, self.gcra.get(tier.key, 0.0), now)
+                decision, tat = gcra(tier.rate, self.gcra.get(tier.key, 0.0), now, tier.cost)
                 writes.append((tier.key, tat))
             else:
                 window, current, previous = self.windows.get(tier.key, (0, 0, 0))
@@ -52,6 +54,11 @@ class MemoryBackend:
                 else:
                     self.gcra[key] = value
         return decisions
+
+    def charge(self, tiers: list[Tier], now: float) -> None:
+        """Consume each GCRA tier's cost unconditionally (tokens known after the fact)."""
+        for tier in tiers:
+            self.gcra[tier.key] = charge(tier.rate, self.gcra.get(tier.key, 0.0), now, tier.cost)
 
     def sweep(self, now: float) -> int:
         """Forget counters that no longer hold anything back; how many."""
@@ -85,12 +92,7 @@ class RedisBackend:
         self._script: AsyncScript = redis.register_script(SCRIPT)
 
     async def hit(self, tiers: list[Tier]) -> list[Decision]:
-        keys = [self.prefix + tier.key for tier in tiers]
-        args: list[str | float | int] = []
-        for tier in tiers:
-            rate = tier.rate
-            args += ["g" if tier.algorithm == "gcra" else "w", rate.count, rate.period, rate.burst]
-        raw = await self._script(keys=keys, args=args)
+        raw = await self._call(tiers, None)
         decisions = []
         for index, tier in enumerate(tiers):
             allowed, remaining, reset, retry = raw[index * 4 : index * 4 + 4]
@@ -105,3 +107,17 @@ class RedisBackend:
                 )
             )
         return decisions
+
+    async def charge(self, tiers: list[Tier]) -> None:
+        """Consume each GCRA tier's cost unconditionally, in one call."""
+        await self._call(tiers, "c")
+
+    async def _call(self, tiers: list[Tier], algorithm: str | None) -> list[str | int]:
+        keys = [self.prefix + tier.key for tier in tiers]
+        args: list[str | float | int] = []
+        for tier in tiers:
+            rate = tier.rate
+            kind = algorithm or ("g" if tier.algorithm == "gcra" else "w")
+            args += [kind, rate.count, rate.period, rate.burst, tier.cost]
+        result: list[str | int] = await self._script(keys=keys, args=args)
+        return result

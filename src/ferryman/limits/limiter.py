@@ -131,6 +131,19 @@ class Limits:
                 )
             return self.memory.hit(tiers, self.clock.time())
 
+    async def charge(self, tiers: list[Tier]) -> None:
+        """Consume what a request used after the fact (its tokens); never raises."""
+        if self.redis is not None:
+            try:
+                async with asyncio.timeout(self.spec.timeout):
+                    await self.redis.charge(tiers)
+                return
+            except (Exception, TimeoutError) as exc:
+                self.fallbacks += 1
+                self.metrics.limiter_fallback()
+                log.warning("limiter_charge_failed", reason=type(exc).__name__)
+        self.memory.charge(tiers, self.clock.time())
+
 
 class RouteLimits:
     """One route's tiers, compiled."""
@@ -158,7 +171,7 @@ class RouteLimits:
         tiers = [Tier(t.key(caller), t.algorithm, t.rate) for t in self.tiers]
         compiled: list[CompiledTier | AccountTier] = [*self.tiers]
         if account:
-            tiers += [Tier(a.key, "gcra", a.rate) for a in account]
+            tiers += [Tier(a.key, "gcra", a.rate, 0 if a.tokens else 1) for a in account]
             compiled += account
         limits = self.limits
         if limits.redis is None:  # no coroutine to await on the in-process path
@@ -169,12 +182,21 @@ class RouteLimits:
         refused = [(t, d) for t, d in zip(compiled, decisions, strict=True) if not d.allowed]
         if refused:
             tier, decision = max(refused, key=lambda pair: pair[1].retry_after)
-            error = TooManyRequests(
-                f"rate limit of {tier.rate.count} per {tier.rate.period:g} s exceeded "
-                f"(counted by {', '.join(tier.by)})",
-                retry_after=max(1, math.ceil(decision.retry_after)),
-                code="rate_limited",
-            )
+            retry_after = max(1, math.ceil(decision.retry_after))
+            if isinstance(tier, AccountTier) and tier.tokens:
+                error = TooManyRequests(
+                    f"token limit of {tier.rate.count} per minute used up "
+                    f"(counted by {', '.join(tier.by)})",
+                    retry_after=retry_after,
+                    code="token_rate_limited",
+                )
+            else:
+                error = TooManyRequests(
+                    f"rate limit of {tier.rate.count} per {tier.rate.period:g} s exceeded "
+                    f"(counted by {', '.join(tier.by)})",
+                    retry_after=retry_after,
+                    code="rate_limited",
+                )
             error.headers.extend(headers)
             raise error
         return headers
@@ -182,11 +204,23 @@ class RouteLimits:
     def headers(
         self, decisions: Sequence[Decision], account: Sequence[AccountTier] = ()
     ) -> list[tuple[bytes, bytes]]:
-        tight = min(decisions, key=lambda d: (d.remaining, -d.reset))
+        """The RateLimit headers of the request tiers (token tiers count tokens, not
+        requests, and are left out)."""
         policy = self.policy
         if account:
-            extra = ", ".join(f"{a.rate.burst};w={a.rate.period:g}" for a in account).encode()
-            policy = policy + b", " + extra if policy else extra
+            requests = [a for a in account if not a.tokens]
+            if len(requests) != len(account):
+                decisions = [
+                    d
+                    for d, t in zip(decisions, [*self.tiers, *account], strict=True)
+                    if not (isinstance(t, AccountTier) and t.tokens)
+                ]
+            if requests:
+                extra = ", ".join(f"{a.rate.burst};w={a.rate.period:g}" for a in requests)
+                policy = policy + b", " + extra.encode() if policy else extra.encode()
+        if not decisions:
+            return []
+        tight = min(decisions, key=lambda d: (d.remaining, -d.reset))
         return [
             (b"ratelimit-limit", str(tight.limit).encode()),
             (b"ratelimit-remaining", str(tight.remaining).encode()),
@@ -197,21 +231,26 @@ class RouteLimits:
 
 @dataclass(frozen=True, slots=True)
 class AccountTier:
-    """A rate that follows the caller across routes: its credential's or account's."""
+    """A rate that follows the caller across routes: its credential's or account's.
+
+    A `tokens` tier counts LLM tokens a minute: checked (is any left?) before the
+    request and charged with the tokens the upstream reports once it has answered."""
 
     key: str
     by: tuple[str, ...]
     rate: Rate
+    tokens: bool = False
 
 
 class AccountRates:
     """The per-credential and per-account tiers of a caller: a key's own `rpm`, else the
-    default for its kind; and the account's `rpm`."""
+    default for its kind; and the account's `rpm`. On LLM routes, the same for `tpm`."""
 
     def __init__(self, spec: Limiter) -> None:
         self.defaults: dict[str, Rate] = {
             kind: parse_rate(rate) for kind, rate in spec.defaults.items()
         }
+        self.token_defaults: dict[str, int] = dict(spec.token_defaults.items())
         self._per_minute: dict[int, Rate] = {}
 
     def _rpm(self, rpm: int) -> Rate:
@@ -220,18 +259,32 @@ class AccountRates:
             rate = self._per_minute[rpm] = Rate(rpm, 60.0, rpm)
         return rate
 
-    def tiers(self, identity: Identity | None) -> list[AccountTier]:
+    def tiers(self, identity: Identity | None, tokens: bool = False) -> list[AccountTier]:
+        """The caller's own tiers; with `tokens` (an LLM route) its token tiers too."""
         if identity is None:
             return []
         out: list[AccountTier] = []
-        rate = self._rpm(identity.rpm) if identity.rpm else self.defaults.get(identity.kind)
+        own, account = identity.allowance, identity.user_allowance
+        rate = self._rpm(own.rpm) if own.rpm else self.defaults.get(identity.kind)
         if rate is not None:
             key = f"rl:credential:{identity.credential_id}|{rate.period:g}"
             out.append(AccountTier(key, ("credential",), rate))
-        if identity.user_rpm:
-            rate = self._rpm(identity.user_rpm)
+        if account.rpm:
+            rate = self._rpm(account.rpm)
             out.append(AccountTier(f"rl:user:{identity.user_id}|60", ("user",), rate))
+        if tokens:
+            tpm = own.tpm or self.token_defaults.get(identity.kind)
+            if tpm:
+                key = f"tpm:credential:{identity.credential_id}"
+                out.append(AccountTier(key, ("credential",), self._rpm(tpm), tokens=True))
+            if account.tpm:
+                key = f"tpm:user:{identity.user_id}"
+                out.append(AccountTier(key, ("user",), self._rpm(account.tpm), tokens=True))
         return out
+
+    @property
+    def counts_tokens(self) -> bool:
+        return bool(self.token_defaults)
 
 
 class ParallelCap:

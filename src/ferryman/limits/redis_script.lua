@@ -1,6 +1,7 @@
 -- Every tier of one request, checked and (only if all admit) consumed atomically.
--- KEYS: one per tier. ARGV: per tier `algorithm ("g" GCRA | "w" sliding window),
--- count, period seconds, burst`. Time is Redis's own (TIME), so instances with
+-- KEYS: one per tier. ARGV: per tier `algorithm ("g" GCRA | "w" sliding window |
+-- "c" GCRA charged unconditionally), count, period seconds, burst, cost` (GCRA: units
+-- the request takes; 0 only asks whether any is left). Time is Redis's own (TIME), so instances with
 -- skewed clocks still share one view. Returns per tier: allowed (1/0), remaining,
 -- reset seconds, retry-after seconds (the last two as strings: Lua numbers become
 -- integers on the way out).
@@ -10,24 +11,40 @@ local out = {}
 local writes = {}
 local all = true
 for i = 1, #KEYS do
-  local base = (i - 1) * 4
+  local base = (i - 1) * 5
   local algorithm = ARGV[base + 1]
   local count = tonumber(ARGV[base + 2])
   local period = tonumber(ARGV[base + 3])
   local burst = tonumber(ARGV[base + 4])
+  local cost = tonumber(ARGV[base + 5])
   local allowed, remaining, reset, retry
-  if algorithm == 'g' then
+  if algorithm == 'c' then
+    local interval = period / count
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local new_tat = math.max(tat, now) + cost * interval
+    redis.call('SET', KEYS[i], string.format('%.6f', new_tat), 'PX',
+               math.ceil((new_tat - now) * 1000) + 1000)
+    allowed, remaining, reset, retry = 1, 0, new_tat - now, 0
+  elseif algorithm == 'g' then
     local interval = period / count
     local tolerance = burst * interval
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     local start = math.max(tat, now)
-    local new_tat = start + interval
-    if new_tat - now <= tolerance + 1e-9 then
+    local new_tat = start + cost * interval
+    local fits
+    if cost > 0 then
+      fits = new_tat - now <= tolerance + 1e-9
+    else
+      fits = start - now < tolerance - 1e-9
+    end
+    if fits then
       allowed = 1
       remaining = math.floor((tolerance - (new_tat - now)) / interval + 1e-9)
       reset = new_tat - now
       retry = 0
-      writes[#writes + 1] = {'g', KEYS[i], new_tat, math.ceil((new_tat - now) * 1000) + 1000}
+      if cost > 0 then
+        writes[#writes + 1] = {'g', KEYS[i], new_tat, math.ceil((new_tat - now) * 1000) + 1000}
+      end
     else
       allowed = 0
       remaining = 0

@@ -1,11 +1,16 @@
 """Usage records, queued on the request path and written in batches.
 
-A finishing request appends one row to a bounded in-memory queue; that is all it pays.
-A background task writes every `interval` seconds, or sooner once `batch` rows wait,
+A finishing request appends one row to a bounded in-memory queue; that is all it pays
+(and, for an LLM call without a provider cost, a price-table lookup: budgets need the
+cost at once). A background task writes every `interval` seconds, or sooner once `batch` rows wait,
 with the daily aggregates in the same transaction. A full queue drops the row and
 counts it (`ferryman_usage_dropped_total`): the hot path never waits for the database.
 A failed write keeps its rows for the next round (up to the queue's size). Shutdown
 writes everything still queued.
+
+A `listener` (the budgets) hears of each row as it is queued and of each batch once it
+is committed; `lock` is held while a batch is written, so a reader holding it sees
+every row either in the database or still queued, never in between.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Protocol
 
 import structlog
 
@@ -24,6 +32,12 @@ from ferryman.store.engine import Database
 from ferryman.store.usage import UsageRow
 
 log = structlog.get_logger("ferryman.metering")
+
+
+class UsageListener(Protocol):
+    def added(self, row: UsageRow) -> None: ...
+
+    def written(self, rows: Sequence[UsageRow]) -> None: ...
 
 
 class UsageWriter:
@@ -50,6 +64,8 @@ class UsageWriter:
         self.dropped = 0
         self.unpriced = 0
         self.failures = 0
+        self.lock = asyncio.Lock()
+        self.listener: UsageListener | None = None
 
     def add(self, row: UsageRow) -> None:
         queue = self._queue
@@ -58,9 +74,19 @@ class UsageWriter:
             if self.metrics is not None:
                 self.metrics.usage_records("dropped")
             return
+        if row.model is not None and row.cost is None:
+            row = self._priced(row)
         queue.append(row)
+        if self.listener is not None and row.cost:
+            self.listener.added(row)
         if len(queue) >= self.batch:
             self._wake.set()
+
+    def queued_cost(self, matches: Callable[[UsageRow], bool], since: date) -> float:
+        """The cost of the queued rows that `matches` picks, from the day `since` on."""
+        return sum(
+            row.cost for row in self._queue if row.cost and row.at.date() >= since and matches(row)
+        )
 
     @property
     def queued(self) -> int:
@@ -87,13 +113,16 @@ class UsageWriter:
         """Write everything queued now, in batches."""
         self.prices.refresh()
         while self._queue:
-            rows = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
-            priced = [self._priced(row) for row in rows]
-            try:
-                await usage.write(self.db, priced)
-            except BaseException:
-                self._queue.extendleft(reversed(rows))  # kept for the next round
-                raise
+            async with self.lock:
+                queue = self._queue
+                rows = [queue.popleft() for _ in range(min(self.batch, len(queue)))]
+                try:
+                    await usage.write(self.db, rows)
+                except BaseException:
+                    queue.extendleft(reversed(rows))  # kept for the next round
+                    raise
+                if self.listener is not None:
+                    self.listener.written(rows)
             self.written += len(rows)
             if self.metrics is not None:
                 self.metrics.usage_records("written", len(rows))

@@ -88,6 +88,13 @@ _LIMITER_FALLBACKS = (
 )
 
 
+_BUDGET = (
+    "ferryman_budget_events",
+    "Budget events by scope (credential, user) and event: refused (a request turned away"
+    " with the budget spent) or alert_50 / alert_80 / alert_100 (a threshold crossed).",
+)
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
@@ -137,6 +144,9 @@ class Metrics:
     def usage_records(self, outcome: str, count: int = 1) -> None:
         raise NotImplementedError
 
+    def budget_event(self, scope: str, event: str) -> None:
+        raise NotImplementedError
+
     def render(self) -> tuple[bytes, bytes]:
         """The exposition body and its content type."""
         raise NotImplementedError
@@ -181,6 +191,7 @@ class LocalMetrics(Metrics, Collector):
         self.job_failures: dict[str, int] = {}
         self.limiter_fallbacks = 0
         self.usage: dict[str, int] = {}
+        self.budget: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -235,6 +246,10 @@ class LocalMetrics(Metrics, Collector):
     def usage_records(self, outcome: str, count: int = 1) -> None:
         self.usage[outcome] = self.usage.get(outcome, 0) + count
 
+    def budget_event(self, scope: str, event: str) -> None:
+        key = (scope, event)
+        self.budget[key] = self.budget.get(key, 0) + 1
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
         for (route, method, status), count in sorted(self.requests.items()):
@@ -279,6 +294,10 @@ class LocalMetrics(Metrics, Collector):
         for outcome, count in sorted(self.usage.items()):
             usage.add_metric([outcome], count)
         yield usage
+        budget = CounterMetricFamily(*_BUDGET, labels=["scope", "event"])
+        for (scope, event), count in sorted(self.budget.items()):
+            budget.add_metric([scope, event], count)
+        yield budget
 
     def render(self) -> tuple[bytes, bytes]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
@@ -307,6 +326,7 @@ class SharedMetrics(Metrics):
         self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
         self._limiter_fallbacks = Counter(*_LIMITER_FALLBACKS, registry=r)
         self._usage = Counter(*_USAGE, ["outcome"], registry=r)
+        self._budget = Counter(*_BUDGET, ["scope", "event"], registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -347,6 +367,9 @@ class SharedMetrics(Metrics):
 
     def usage_records(self, outcome: str, count: int = 1) -> None:
         self._usage.labels(outcome).inc(count)
+
+    def budget_event(self, scope: str, event: str) -> None:
+        self._budget.labels(scope, event).inc()
 
     def render(self) -> tuple[bytes, bytes]:
         registry = CollectorRegistry()

@@ -10,7 +10,15 @@ from ferryman.auth.identity import Identity
 from ferryman.auth.policy import RoutePolicy
 from ferryman.config.gateway import Limiter
 from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
-from ferryman.limits.limiter import AccountRates, Caller, Limits, ParallelCap, RouteLimits
+from ferryman.limits.backends import Tier
+from ferryman.limits.limiter import (
+    AccountRates,
+    AccountTier,
+    Caller,
+    Limits,
+    ParallelCap,
+    RouteLimits,
+)
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import host_of
@@ -21,6 +29,7 @@ from ferryman.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from ferryman.auth.services import Auth
+    from ferryman.limits.budgets import Budgets
 
 
 class Proxy:
@@ -36,6 +45,10 @@ class Proxy:
         self._caps: dict[str, ParallelCap] = {}
         self._origin: frozenset[str] = frozenset()
         self._account = AccountRates(Limiter())
+        self._limiter: Limits | None = None
+        self._budgets: Budgets | None = None
+        #: Routes metered as LLM calls: where tokens a minute and budgets apply.
+        self._llm = frozenset(r.name for r in table.routes if r.spec.meter == "llm")
 
     def install_auth(self, auth: Auth) -> None:
         """Compile every credentialed route's policy (once the database is up)."""
@@ -45,8 +58,13 @@ class Proxy:
             if route.auth != ("none",)
         }
 
+    def install_budgets(self, budgets: Budgets) -> None:
+        """Check callers' budgets on LLM routes (once metering is up)."""
+        self._budgets = budgets
+
     def install_limits(self, limits: Limits) -> None:
         """Compile every route's rate limits and concurrency cap."""
+        self._limiter = limits
         self._account = AccountRates(limits.spec)
         account = bool(self._account.defaults)
         self._limits = {
@@ -98,12 +116,14 @@ class Proxy:
                 ctx.credential = identity.credential_id
                 ctx.session = identity.credential_id if identity.kind == "session" else None
                 drop, add = admitted.drop, admitted.add
-            account = self._account.tiers(identity) if identity is not None else []
+            llm = route.name in self._llm
+            budgets = self._budgets if llm and identity is not None else None
+            account = self._account.tiers(identity, llm) if identity is not None else []
             limits = self._limits.get(route.name)
             if limits is not None and not (limits.tiers or account):
                 limits = None
             cap = self._caps.get(route.name)
-            if limits is None and cap is None:
+            if limits is None and cap is None and budgets is None:
                 await self._forwarder.forward(
                     scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
                 )
@@ -116,6 +136,9 @@ class Proxy:
                 session=ctx.session,
                 origin=origin_of(scope["headers"]) if route.name in self._origin else None,
             )
+            if budgets is not None:
+                assert identity is not None
+                await budgets.check(identity)
             if limits is not None:
                 ctx.response_headers = await limits.check(caller, account)
             slot = cap.acquire(caller) if cap is not None else None
@@ -126,6 +149,8 @@ class Proxy:
             finally:
                 if cap is not None and slot is not None:
                     cap.release(slot)
+                if llm and account:
+                    await self._charge_tokens(ctx, account)
         except GatewayError as error:
             ctx.error = error.code
             await self._responder.error(send, error, ctx.correlation_id)
@@ -140,6 +165,17 @@ class Proxy:
             shutdown = ServiceUnavailable("the gateway is shutting down", code="shutting_down")
             ctx.error = shutdown.code
             await self._responder.error(send, shutdown, ctx.correlation_id)
+
+    async def _charge_tokens(self, ctx: RequestContext, account: list[AccountTier]) -> None:
+        """Pay the tokens the upstream reported into the caller's token tiers."""
+        usage = ctx.usage
+        if usage is None or self._limiter is None:
+            return
+        used = usage.total_tokens or (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+        if used > 0:
+            tiers = [Tier(a.key, "gcra", a.rate, used) for a in account if a.tokens]
+            if tiers:
+                await self._limiter.charge(tiers)
 
 
 def origin_of(headers: list[tuple[bytes, bytes]]) -> str | None:

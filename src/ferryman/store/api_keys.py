@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from ferryman.errors import Conflict
+from ferryman.limits.allowance import Allowance
 from ferryman.store.engine import Database
 from ferryman.store.tables import api_keys, users
 
@@ -30,7 +31,14 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     rpm: int | None = None
-    """Requests a minute this key may make (None: the default for its kind)."""
+    tpm: int | None = None
+    budget_amount: float | None = None
+    budget_period: str | None = None
+
+    @property
+    def allowance(self) -> Allowance:
+        """Its own caps (None in a field: the default applies, or none)."""
+        return Allowance.of(self.rpm, self.tpm, self.budget_amount, self.budget_period)
 
     @property
     def masked(self) -> str:

@@ -43,6 +43,17 @@ meta = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+
+def _allowance() -> list[Column[Any]]:
+    """What a user or a client key may use (NULL: no cap of its own)."""
+    return [
+        Column("rpm", Integer, nullable=True),
+        Column("tpm", Integer, nullable=True),
+        Column("budget_amount", Float, nullable=True),
+        Column("budget_period", String(16), nullable=True),
+    ]
+
+
 #: People and programs that hold credentials.
 users = Table(
     "users",
@@ -57,7 +68,7 @@ users = Table(
     Column("is_active", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Column("rpm", Integer, nullable=True),
+    *_allowance(),
 )
 
 #: Client API keys (`fm_…`): only a keyed hash of the key is kept.
@@ -76,7 +87,7 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=True),
-    Column("rpm", Integer, nullable=True),
+    *_allowance(),
     Index("ix_api_keys_user_id", "user_id"),
 )
 
@@ -218,6 +229,7 @@ usage_daily = Table(
         "day", "user_id", "credential_id", "upstream_key_id", "model", name="pk_usage_daily"
     ),
     Index("ix_usage_daily_user_day", "user_id", "day"),
+    Index("ix_usage_daily_credential_day", "credential_id", "day"),
 )
 
 #: The same sums without the user and credential dimensions, for fleet-wide stats.
@@ -229,4 +241,21 @@ usage_daily_totals = Table(
     Column("model", String(200), nullable=False),
     *_usage_sums(),
     PrimaryKeyConstraint("day", "upstream_key_id", "model", name="pk_usage_daily_totals"),
+)
+
+#: Budget thresholds already announced: one row per budget, window and threshold, so
+#: an alert goes out once however many instances see the spend cross it.
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    Column("scope", String(16), nullable=False),
+    Column("subject_id", String(36), nullable=False),
+    Column("window_start", Date, nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("spend", Float, nullable=False),
+    Column("budget", Float, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint(
+        "scope", "subject_id", "window_start", "threshold", name="pk_budget_alerts"
+    ),
 )

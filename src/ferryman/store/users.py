@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ferryman.errors import Conflict
+from ferryman.limits.allowance import Allowance
 from ferryman.store.engine import Database
 from ferryman.store.tables import users
 
@@ -28,7 +29,14 @@ class User:
     created_at: datetime
     updated_at: datetime
     rpm: int | None = None
-    """Requests a minute across every credential of the user (None: no cap)."""
+    tpm: int | None = None
+    budget_amount: float | None = None
+    budget_period: str | None = None
+
+    @property
+    def allowance(self) -> Allowance:
+        """Its own caps (None in a field: the default applies, or none)."""
+        return Allowance.of(self.rpm, self.tpm, self.budget_amount, self.budget_period)
 
     @property
     def is_admin(self) -> bool:
