@@ -28,11 +28,16 @@ def check_period(text: str) -> str:
     if match is not None:
         days = int(match["n"])
         if 1 <= days <= MAX_ROLLING_DAYS:
-            return f"{days} days"
+            return "1 day" if days == 1 else f"{days} days"
     raise ValueError(
         f"{text!r} is not a budget period: day, week, month or 'N days' "
         f"(rolling, N from 1 to {MAX_ROLLING_DAYS})"
     )
+
+
+def money(amount: float) -> str:
+    """An amount as people write it: no exponent, no trailing zeros (8 places at most)."""
+    return f"{amount:.8f}".rstrip("0").rstrip(".") or "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,7 @@ class Budget:
 
     @property
     def text(self) -> str:
-        return f"{self.amount:g} per {self.period}"
+        return f"{money(self.amount)} per {self.period}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import structlog
 
@@ -37,7 +37,7 @@ from ferryman.clock import Clock
 from ferryman.config.gateway import Budgets as BudgetsSpec
 from ferryman.errors import TooManyRequests
 from ferryman.limits.alerts import Alert, Alerts
-from ferryman.limits.allowance import Budget
+from ferryman.limits.allowance import Budget, money
 from ferryman.metering.writer import UsageWriter
 from ferryman.observability.metrics import Metrics
 from ferryman.store import budgets as rows
@@ -128,8 +128,8 @@ class Budgets:
                 else:
                     whose = "this key's" if identity.kind == "api_key" else "this credential's"
                 raise TooManyRequests(
-                    f"{whose} budget of {budget.text} is spent ({tally.spent:.4f} of "
-                    f"{budget.amount:g}); it renews at {tally.renews.isoformat()}",
+                    f"{whose} budget of {budget.text} is spent ({money(tally.spent)} of "
+                    f"{money(budget.amount)}); it renews at {tally.renews.isoformat()}",
                     retry_after=max(1, math.ceil(tally.renews_ts - now)),
                     code="budget_exceeded",
                 )
@@ -219,6 +219,6 @@ class Budgets:
                     period=tally.budget.period,
                     window_start=tally.start,
                     renews=tally.renews,
-                    at=datetime.now(UTC),
+                    at=self.clock.now(),
                 )
             )

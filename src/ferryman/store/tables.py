@@ -243,8 +243,9 @@ usage_daily_totals = Table(
     PrimaryKeyConstraint("day", "upstream_key_id", "model", name="pk_usage_daily_totals"),
 )
 
-#: Budget thresholds already announced: one row per budget, window and threshold, so
-#: an alert goes out once however many instances see the spend cross it.
+#: Budget thresholds already announced: one row per budget (subject and amount), window
+#: and threshold, so an alert goes out once however many instances see the spend cross
+#: it; a budget changed mid-window announces its own thresholds.
 budget_alerts = Table(
     "budget_alerts",
     metadata,
@@ -256,6 +257,6 @@ budget_alerts = Table(
     Column("budget", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint(
-        "scope", "subject_id", "window_start", "threshold", name="pk_budget_alerts"
+        "scope", "subject_id", "window_start", "budget", "threshold", name="pk_budget_alerts"
     ),
 )

@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("budget", sa.Float(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "scope", "subject_id", "window_start", "threshold", name="pk_budget_alerts"
+            "scope", "subject_id", "window_start", "budget", "threshold", name="pk_budget_alerts"
         ),
     )
 
