@@ -66,9 +66,19 @@ class Scenario:
     gateway: dict[str, Any] = field(default_factory=dict)
     target: float | None = None
     """Lowest acceptable throughput @32 relative to the pass-through route."""
+    body: bytes | None = None
+    """Sent as a JSON POST when set (else a GET)."""
+    expect: str = "json"
+    """The upstream answer the target must relay: `json` or `sse` (nginx's two bodies)."""
+    baseline: str = "pass"
+    """The scenario its throughput is compared with."""
 
 
-#: The baseline is `pass`; every other scenario is also reported relative to it.
+#: What the LLM scenarios POST: a short chat request.
+CHAT_REQUEST = b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+
+#: The baseline is `pass`; every other scenario is also reported relative to it (or to
+#: its own `baseline`: the metered LLM routes to the same POST passed through).
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="pass",
@@ -114,6 +124,46 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
         target=0.9,
     ),
+    Scenario(
+        name="pass_post",
+        path="/passpost/v1/chat/completions",
+        route={
+            "name": "pass_post",
+            "path": "/passpost",
+            "upstream": "static",
+            "strip_prefix": True,
+        },
+        body=CHAT_REQUEST,
+    ),
+    Scenario(
+        name="llm_json",
+        path="/llmjson/v1/chat/completions",
+        route={
+            "name": "llm_json",
+            "path": "/llmjson",
+            "upstream": "static",
+            "strip_prefix": True,
+            "meter": "llm",
+        },
+        body=CHAT_REQUEST,
+        target=0.85,
+        baseline="pass_post",
+    ),
+    Scenario(
+        name="llm_sse",
+        path="/llmsse/v1/stream/chat/completions",
+        route={
+            "name": "llm_sse",
+            "path": "/llmsse",
+            "upstream": "static",
+            "strip_prefix": True,
+            "meter": "llm",
+        },
+        body=CHAT_REQUEST.replace(b'{"model"', b'{"stream":true,"model"'),
+        expect="sse",
+        target=0.85,
+        baseline="pass_post",
+    ),
 )
 
 #: Two tiers far above what the load reaches: the cost of checking, never a refusal.
@@ -152,7 +202,27 @@ def completion_body() -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def stream_body() -> bytes:
+    """An OpenAI-style event stream: eight content chunks, then the usage chunk."""
+    base = {
+        "id": "chatcmpl-bench0000000000000000000000000",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini-2024-07-18",
+    }
+    delta = {"index": 0, "finish_reason": None}
+    events: list[dict[str, Any]] = [
+        {**base, "choices": [{**delta, "delta": {"content": f"word{n} "}}]} for n in range(8)
+    ]
+    usage = {"prompt_tokens": 24, "completion_tokens": 8, "total_tokens": 32}
+    events.append({**base, "choices": [], "usage": usage})
+    lines = [b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
+    return b"".join(lines) + b"data: [DONE]\n\n"
+
+
 BODY = completion_body()
+SSE_BODY = stream_body()
+BODIES = {"json": BODY, "sse": SSE_BODY}
 
 
 # --------------------------------------------------------------------------- processes
@@ -280,8 +350,13 @@ def plan_pinning() -> Pinning:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
+def fetch(
+    url: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
+    headers = dict(headers or {})
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=body, headers=headers)
     try:
         with _OPENER.open(request, timeout=5) as response:
             return response.status, response.read()
@@ -466,8 +541,9 @@ class Workspace:
 
 
 def nginx_conf(ws: Workspace, port: int) -> str:
-    body = BODY.decode()
-    assert "'" not in body and "$" not in body and "\\" not in body, "body breaks nginx quoting"
+    body, stream = BODY.decode(), SSE_BODY.decode()
+    for text in (body, stream):
+        assert "'" not in text and "$" not in text and "\\" not in text, "breaks nginx quoting"
     root = ws.path("nginx")
     temp = "\n".join(
         f"    {kind}_temp_path {root / kind};"
@@ -495,6 +571,10 @@ http {{
         location / {{
             default_type application/json;
             return 200 '{body}';
+        }}
+        location /v1/stream/ {{
+            default_type text/event-stream;
+            return 200 '{stream}';
         }}
     }}
 }}
@@ -646,6 +726,9 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     pid: int = 0
     """The process serving this target, whose CPU time per request is reported."""
+    body: bytes | None = None
+    """POSTed as JSON with every request when set."""
+    expect: str = "json"
 
 
 @dataclass
@@ -746,6 +829,8 @@ def run_wrk(
         argv += ["-H", f"{name}: {value}"]
     if latency:
         argv.append("--latency")
+    if target.body is not None:
+        argv += ["-s", str(post_script(target))]
     argv.append(target.url)
     proc = procs.start(argv, capture=True)
     try:
@@ -755,6 +840,18 @@ def run_wrk(
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {' '.join(argv)}\n{out.decode()}")
     return out.decode()
+
+
+def post_script(target: Target) -> Path:
+    """A wrk script that POSTs the target's JSON body."""
+    assert target.body is not None and b"]]" not in target.body
+    path = Path(tempfile.gettempdir()) / f"ferryman-bench-{os.getpid()}-{target.expect}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [[{target.body.decode()}]]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return path
 
 
 def measure(
@@ -779,8 +876,8 @@ def measure(
 
 def check_target(target: Target) -> None:
     """One request before the load: the target must answer 200 with nginx's body."""
-    status, body = fetch(target.url, target.headers)
-    if status != 200 or body != BODY:
+    status, body = fetch(target.url, target.headers, target.body)
+    if status != 200 or body != BODIES[target.expect]:
         raise RuntimeError(
             f"{target.name}: {target.url} answered {status} with {body[:300]!r}; "
             "expected 200 and the upstream's body"
@@ -813,9 +910,15 @@ def _ratio(results: Sequence[Result], num: str, den: str, conc: int, attr: str) 
     return float(getattr(a, attr)) / float(getattr(b, attr))
 
 
-def compute_ratios(results: Sequence[Result], ferryman_rss: float) -> list[Ratio]:
+def compute_ratios(
+    results: Sequence[Result], ferryman_rss: float, usage: dict[str, float] | None = None
+) -> list[Ratio]:
     base = f"ferryman:{BASELINE}"
     ratios = []
+    if usage is not None:
+        dropped = usage["dropped"]
+        shown = f"{dropped:.0f} of {usage['written'] + dropped:.0f}"
+        ratios.append(Ratio("usage records dropped", dropped, shown, "= 0", dropped == 0))
     tput = _ratio(results, base, "floor", HIGH, "requests_per_sec")
     ratios.append(
         Ratio(
@@ -849,13 +952,14 @@ def compute_ratios(results: Sequence[Result], ferryman_rss: float) -> list[Ratio
         if scenario.name == BASELINE:
             continue
         name = f"ferryman:{scenario.name}"
-        value = _ratio(results, name, base, HIGH, "requests_per_sec")
+        against = f"ferryman:{scenario.baseline}"
+        value = _ratio(results, name, against, HIGH, "requests_per_sec")
         goal = "info" if scenario.target is None else f">= {scenario.target:.2f}"
         ok = None if scenario.target is None or value is None else value >= scenario.target
-        ratios.append(Ratio(f"{name} throughput @{HIGH} / {base}", value, _fmt(value), goal, ok))
-        cpu = _ratio(results, base, name, HIGH, "cpu_us")
+        ratios.append(Ratio(f"{name} throughput @{HIGH} / {against}", value, _fmt(value), goal, ok))
+        cpu = _ratio(results, against, name, HIGH, "cpu_us")
         ratios.append(
-            Ratio(f"{base} CPU / {name} CPU per request @{HIGH}", cpu, _fmt(cpu), "info", None)
+            Ratio(f"{against} CPU / {name} CPU per request @{HIGH}", cpu, _fmt(cpu), "info", None)
         )
     for conc in (LOW, HIGH):
         # CPU per request excludes steal time, so it holds still on a busy VM host.
@@ -990,6 +1094,20 @@ class Running:
     floor_pid: int
     ferryman_pid: int
     meter: CpuMeter
+    ferryman_url: str = ""
+
+
+def usage_counts(url: str) -> dict[str, float]:
+    """Ferryman's `ferryman_usage_records_total` by outcome, from its /metrics."""
+    status, body = fetch(url + "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    counts = {"written": 0.0, "dropped": 0.0, "unpriced": 0.0}
+    for match in re.finditer(
+        r'^ferryman_usage_records_total\{outcome="(\w+)"\} (\S+)$', body.decode(), re.M
+    ):
+        counts[match[1]] = float(match[2])
+    return counts
 
 
 @contextmanager
@@ -1013,11 +1131,13 @@ def services(ws: Workspace, pin: Pinning, limiter: str = "memory") -> Iterator[R
                 ferryman_url + s.path,
                 {name: value.format(**made) for name, value in s.headers.items()},
                 pid=ferryman.pid,
+                body=s.body,
+                expect=s.expect,
             )
             for s in SCENARIOS
         ]
         meter = CpuMeter([nginx.pid, floor.pid, ferryman.pid])
-        yield Running(procs, targets, floor.pid, ferryman.pid, meter)
+        yield Running(procs, targets, floor.pid, ferryman.pid, meter, ferryman_url)
     finally:
         with _uninterrupted():
             procs.stop_all()
@@ -1051,6 +1171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
             rss["ferryman RSS after run"] = rss_mb(run.ferryman_pid)
             rss["floor RSS after run"] = rss_mb(run.floor_pid)
+            time.sleep(1.5)  # one usage flush interval: what was queued is written
+            usage = usage_counts(run.ferryman_url)
     except KeyboardInterrupt:
         print(f"\ninterrupted; every process stopped. logs: {ws.root}", file=sys.stderr)
         return 130
@@ -1058,7 +1180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nfailed; every process stopped. logs: {ws.root}", file=sys.stderr)
         raise
     results = combine(runs)
-    ratios = compute_ratios(results, rss["ferryman RSS after run"])
+    ratios = compute_ratios(results, rss["ferryman RSS after run"], usage)
     print()
     print(render(results, ratios, rss))
     errors = error_report(runs)

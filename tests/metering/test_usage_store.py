@@ -4,7 +4,7 @@ old records pruned while the aggregates stay."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
@@ -81,5 +81,31 @@ async def test_batches_add_up_in_the_daily_aggregate(db_settings: Settings) -> N
             left = (await conn.execute(select(func.count()).select_from(usage_records))).scalar()
             kept = (await conn.execute(select(func.sum(usage_daily.c.requests)))).scalar()
         assert left == 1 and kept == 5
+    finally:
+        await db.dispose()
+
+
+async def test_a_record_reads_back_as_written_every_field(db_settings: Settings) -> None:
+    """Records go in through the driver (plain tuples); SQLAlchemy reads them back the
+    same, the time as the same aware UTC instant (given in another zone, with and without
+    microseconds), and the prune bound compares with it correctly."""
+    db = create_database(db_settings)
+    try:
+        await migrate.upgrade(db)
+        plus_two = timezone(timedelta(hours=2))
+        written = [
+            row(1, at=datetime(2026, 11, 20, 14, 30, 5, 123456, tzinfo=plus_two)),
+            row(2, at=datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC), cost=None, model=None),
+        ]
+        await usage.write(db, written)
+        async with db.engine.connect() as conn:
+            read = {r.id: r._mapping for r in await conn.execute(select(usage_records))}
+        for record in written:
+            got = read[record.id]
+            for name in usage.FIELDS:
+                assert got[name] == getattr(record, name), name
+            assert got["at"].utcoffset() == timedelta(0)
+        assert await usage.prune(db, datetime(2026, 11, 20, 12, 30, 5, tzinfo=UTC)) == 1
+        assert await usage.prune(db, datetime(2026, 11, 20, 12, 30, 6, tzinfo=UTC)) == 1
     finally:
         await db.dispose()

@@ -139,9 +139,8 @@ class UsageWriter:
                 if self.metrics is not None:
                     self.metrics.usage_records("unpriced")
             return row
-        values = {name: getattr(row, name) for name in usage.FIELDS}
-        values["cost"] = cost
-        return UsageRow(**values)
+        row.cost = cost
+        return row
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import asyncpg
 
 from ferryman.store.engine import Database
 from ferryman.store.tables import usage_daily, usage_daily_totals, usage_records
@@ -22,8 +23,10 @@ from ferryman.store.tables import usage_daily, usage_daily_totals, usage_records
 NONE = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRow:
+    """One proxied request's record (built on the request path: kept cheap, not frozen)."""
+
     id: str
     at: datetime
     route: str
@@ -46,6 +49,51 @@ class UsageRow:
 
 
 FIELDS = tuple(UsageRow.__dataclass_fields__)
+
+#: The raw records' insert compiled once per driver, with positional parameters in
+#: FIELDS order: executed on the driver (one executemany of plain tuples) it costs about
+#: half of SQLAlchemy binding each row's values.
+_INSERT = {
+    name: str(usage_records.insert().compile(dialect=dialect))
+    for name, dialect in (
+        ("sqlite", sqlite.dialect()),
+        ("postgresql", asyncpg.dialect()),  # type: ignore[no-untyped-call]
+    )
+}
+
+
+def _sqlite_time(at: datetime) -> str:
+    """What SQLAlchemy stores in a SQLite DateTime column (UTC, naive, microseconds)."""
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def _records(backend: str, rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
+    stamp = _sqlite_time if backend == "sqlite" else lambda at: at
+    return [
+        (
+            r.id,
+            stamp(r.at),
+            r.route,
+            r.user_id,
+            r.credential_id,
+            r.upstream,
+            r.upstream_key_id,
+            r.model,
+            r.status,
+            r.duration_ms,
+            r.ttfb_ms,
+            r.upstream_ms,
+            r.bytes_in,
+            r.bytes_out,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.total_tokens,
+            r.cost,
+            r.correlation_id,
+        )
+        for r in rows
+    ]
+
 
 AggregateKey = tuple[date, str, str, str, str]
 
@@ -126,10 +174,7 @@ async def write(db: Database, rows: Sequence[UsageRow]) -> None:
         for key, values in sorted(sums.items())
     ]
     async with db.engine.begin() as conn:
-        await conn.execute(
-            usage_records.insert(),
-            [{name: getattr(row, name) for name in FIELDS} for row in rows],
-        )
+        await conn.exec_driver_sql(_INSERT[db.backend], _records(db.backend, rows))
         upsert = _upsert(db, usage_daily, DAILY_KEYS)
         for values in daily:
             await conn.execute(upsert, values)
