@@ -6,7 +6,9 @@ Every route lives under /api/v1 and needs `Authorization: Bearer <key>` for a re
     GET  /api/v1/key               the key's label, usage and limit, as OpenRouter shows them
     GET  /api/v1/credits           total_credits and total_usage, from `credits`
     POST /api/v1/chat/completions  a JSON completion, or with "stream": true an OpenAI-style
-                                   SSE stream (body fields x_chunks=N, x_interval=S)
+                                   SSE stream (body fields x_chunks=N, x_interval=S; with
+                                   x_usage_only_if_asked the stream has no usage chunk
+                                   unless stream_options.include_usage is true)
     GET  /api/v1/models            a small model list
     anything else under /api/v1    404
 
@@ -105,6 +107,7 @@ class Call:
     at: float
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 def _check_behaviour(behaviour: str) -> None:
@@ -294,7 +297,8 @@ class FakeOpenRouter:
 
     async def _chat(self, request: web.Request, call: Call, state: FakeKey) -> web.StreamResponse:
         try:
-            body = json.loads(await request.read())
+            call.body = await request.read()
+            body = json.loads(call.body)
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             chunks = int(body.get("x_chunks", 3))
@@ -309,6 +313,10 @@ class FakeOpenRouter:
             "total_tokens": PROMPT_TOKENS + chunks,
             "cost": COST,
         }
+        options = body.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        if body.get("stream") is True and body.get("x_usage_only_if_asked") and not asked:
+            usage = {}  # as OpenAI does: no usage chunk unless asked for
         if body.get("stream") is True:
             return await self._stream(
                 request, call, state, completion_id, model, chunks, interval, usage
@@ -371,7 +379,8 @@ class FakeOpenRouter:
                 return await self._reset(request, response)
             if interval > 0 and not last:
                 await asyncio.sleep(interval)
-        await response.write(_sse({**base, "choices": [], "usage": usage}))
+        if usage:
+            await response.write(_sse({**base, "choices": [], "usage": usage}))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -313,6 +313,16 @@ class Route(_Model):
     """Usage records: `http` (one per request: who, status, timings, bytes), `llm` (also
     the model, tokens and cost of OpenAI-compatible JSON and SSE answers), or `none`
     (the default while the batched writer is being made cheaper: see the README)."""
+    stream_usage: bool = False
+    """With `meter: llm`: ask for the usage chunk of streamed completions by adding
+    `stream_options.include_usage: true` to JSON requests that set `stream: true`
+    (OpenAI-compatible upstreams send no usage in a stream unless asked)."""
+
+    @model_validator(mode="after")
+    def _check_stream_usage(self) -> Route:
+        if self.stream_usage and self.meter != "llm":
+            raise ValueError("stream_usage needs meter: llm")
+        return self
 
     @field_validator("limits", mode="before")
     @classmethod

@@ -78,6 +78,27 @@ def request_model(body: bytes) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
+def with_stream_usage(body: bytes) -> bytes | None:
+    """The request body asking for the stream's usage chunk
+    (`stream_options.include_usage: true`), or None to send it as it is: not a JSON
+    object, not a stream, or the client already said what it wants."""
+    if not body or len(body) > MAX_REQUEST or body.lstrip()[:1] != b"{":
+        return None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or document.get("stream") is not True:
+        return None
+    options = document.get("stream_options")
+    if options is None:
+        options = {}
+    elif not isinstance(options, dict) or "include_usage" in options:
+        return None
+    document["stream_options"] = {**options, "include_usage": True}
+    return orjson.dumps(document)
+
+
 def json_usage(body: bytes, model: str | None = None) -> Usage:
     """The usage of a whole JSON response body (a Usage of nothing if it is not one)."""
     try:

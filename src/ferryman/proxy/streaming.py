@@ -21,7 +21,7 @@ import aiohttp
 import structlog
 
 from ferryman.errors import GatewayError, ServiceUnavailable, UpstreamError
-from ferryman.metering.extract import SseUsage, json_usage, request_model
+from ferryman.metering.extract import SseUsage, json_usage, request_model, with_stream_usage
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
@@ -39,6 +39,10 @@ log = structlog.get_logger("ferryman.proxy")
 
 #: A response declaring at most this many bytes is read whole before it is sent.
 SMALL_BODY = 64 * 1024
+
+#: A metered JSON answer too large to be read whole first is still parsed for its usage
+#: once relayed, if it is at most this large (kept aside while it streams past).
+JSON_USAGE_LIMIT = 4 * 1024 * 1024
 
 #: A request body already in memory larger than this is handed to aiohttp as a file.
 LARGE_BYTES = 1024 * 1024
@@ -131,6 +135,11 @@ class Forwarder:
             llm = meter == "llm"
             if llm and isinstance(data, bytes):
                 ctx.model = request_model(data)
+                if route.spec.stream_usage:
+                    asking = with_stream_usage(data)
+                    if asking is not None:
+                        data = asking
+                        headers = _with_length(headers, len(data))
             if pool is None:
                 response = await self._exchange(upstream, method, url, headers, data, client, ctx)
             else:
@@ -287,10 +296,17 @@ class Forwarder:
         await send(start)
         content = response.content
         reader = SseUsage(ctx.model) if llm and _is_event_stream(response) else None
+        kept: bytearray | None = None
+        if llm and reader is None and status < 300 and _is_json(response):
+            kept = bytearray()
         try:
             while chunk := await content.readany():
                 if reader is not None:
                     reader.feed(chunk)
+                elif kept is not None:
+                    kept += chunk
+                    if len(kept) > JSON_USAGE_LIMIT:
+                        kept = None  # too large to keep aside: recorded without usage
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = self._failed_midway(ctx.upstream or "", exc)
@@ -308,6 +324,8 @@ class Forwarder:
             if reader is not None:
                 ctx.usage = reader.result()  # what was seen, also of a stream cut short
         ctx.upstream_ended = time.perf_counter()
+        if kept is not None:
+            ctx.usage = json_usage(bytes(kept), ctx.model)
         ctx.response_done = True
         await send({"type": "http.response.body", "body": b""})
 
@@ -327,6 +345,18 @@ def _payload(
             # aiohttp writes a large bytes body in one go; a file-like one in pieces.
             return io.BytesIO(data)
     return data
+
+
+def _with_length(headers: list[tuple[str, str]], length: int) -> list[tuple[str, str]]:
+    """The headers with `Content-Length` for a rewritten body (and no chunked framing)."""
+    kept = [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
+    kept.append(("Content-Length", str(length)))
+    return kept
+
+
+def _is_json(response: aiohttp.ClientResponse) -> bool:
+    content_type = response.headers.get("Content-Type", "")
+    return content_type.startswith("application/json")
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
