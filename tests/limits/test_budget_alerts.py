@@ -22,11 +22,8 @@ from ferryman.store.tables import budget_alerts, usage_daily
 from tests.api.helpers import Client, make_admin
 from tests.conftest import LogReader
 from tests.fakes.openrouter import COST, FakeOpenRouter
+from tests.limits.llm import add_pool_key, chat, llm_gateway
 from tests.support import Running, client_session, free_socket, serve_app
-from tests.upstreams.conftest import pooled_gateway
-
-KEY = "sk-or-v1-" + "w" * 64
-CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 class Webhook:
@@ -65,14 +62,6 @@ class Webhook:
 
 
 @pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    fake.add_key(KEY, label="k")
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def webhook() -> AsyncIterator[Webhook]:
     hook = await Webhook().start()
     yield hook
@@ -80,23 +69,7 @@ async def webhook() -> AsyncIterator[Webhook]:
 
 
 def gateway(fake: FakeOpenRouter, **budgets: Any) -> dict[str, Any]:
-    spec = pooled_gateway(fake.base_url, auth=["api_key"], route_extra={"meter": "llm"})
-    spec["budgets"] = budgets
-    return spec
-
-
-async def start(gw: Running) -> None:
-    assert gw.app.upstream_keys is not None
-    await gw.app.upstream_keys.create(
-        upstream="openrouter", name="k", secret=KEY, owner_id=None, validate=False
-    )
-
-
-async def chat(http: aiohttp.ClientSession, gw: Running, key: str) -> tuple[int, dict[str, Any]]:
-    async with http.post(
-        gw.url + "/v1/chat/completions", json=CHAT, headers={"X-API-Key": key}
-    ) as response:
-        return response.status, json.loads(await response.read())
+    return llm_gateway(fake, budgets=budgets)
 
 
 async def chats(http: aiohttp.ClientSession, gw: Running, key: str, n: int) -> list[int]:
@@ -139,7 +112,7 @@ async def test_a_keys_thresholds_go_out_once_each_as_they_are_crossed(
 ) -> None:
     spec = gateway(openrouter, webhook=webhook.url)
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, admin = await make_admin(gw, client)
         user, token = await client.user("ann")
@@ -190,7 +163,7 @@ async def test_an_accounts_thresholds_are_announced_for_the_user(
 ) -> None:
     spec = gateway(openrouter, webhook=webhook.url)
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, admin = await make_admin(gw, client)
         user, token = await client.user("bob")
@@ -220,7 +193,7 @@ async def test_alerts_go_out_once_across_instances_and_restarts(
         defaults={"api_key": {"amount": COST * 5, "period": "day"}},
     )
     async with serve_app(settings, spec) as one, client_session() as http:
-        await start(one)
+        await add_pool_key(one)
         client = Client(http, one.url)
         _, token = await client.user("cyd")
         key = await client.new_key(token)
@@ -264,7 +237,7 @@ async def test_a_failing_webhook_is_retried_once_and_logged_without_failing_requ
     )
     try:
         async with serve_app(settings, spec) as gw, client_session() as http:
-            await start(gw)
+            await add_pool_key(gw)
             client = Client(http, gw.url)
             _, token = await client.user("dee")
             key = await client.new_key(token)
@@ -302,7 +275,7 @@ async def test_custom_thresholds_over_100_percent_are_claimed_when_seeded(
         defaults={"api_key": {"amount": COST * 2, "period": "7 days"}},
     )
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         user, token = await client.user("eve")
         over = await client.new_key(token, name="over")

@@ -5,8 +5,6 @@ already in the database, the overshoot under concurrency, and a second instance.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,43 +16,12 @@ from ferryman.config.settings import Settings
 from ferryman.store.tables import usage_daily
 from tests.api.helpers import Client, assert_error, make_admin
 from tests.fakes.openrouter import COST, FakeOpenRouter
+from tests.limits.llm import add_pool_key, chat, llm_gateway
 from tests.support import Running, client_session, serve_app
-from tests.upstreams.conftest import pooled_gateway
-
-KEY = "sk-or-v1-" + "b" * 64
-CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    fake.add_key(KEY, label="k")
-    yield fake
-    await fake.stop()
 
 
 def gateway(fake: FakeOpenRouter, **budgets: Any) -> dict[str, Any]:
-    spec = pooled_gateway(fake.base_url, auth=["api_key"], route_extra={"meter": "llm"})
-    spec["budgets"] = budgets
-    return spec
-
-
-async def start(gw: Running) -> None:
-    assert gw.app.upstream_keys is not None
-    await gw.app.upstream_keys.create(
-        upstream="openrouter", name="k", secret=KEY, owner_id=None, validate=False
-    )
-
-
-async def chat(
-    http: aiohttp.ClientSession, gw: Running, key: str, **extra: Any
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
-    async with http.post(
-        gw.url + "/v1/chat/completions", json={**CHAT, **extra}, headers={"X-API-Key": key}
-    ) as response:
-        raw = await response.read()
-        body = json.loads(raw) if not extra.get("stream") or response.status != 200 else {}
-        return response.status, body, response.headers
+    return llm_gateway(fake, budgets=budgets)
 
 
 async def statuses(http: aiohttp.ClientSession, gw: Running, key: str, n: int) -> list[int]:
@@ -65,7 +32,7 @@ async def test_a_keys_budget_refuses_once_spent_and_null_lifts_it(
     settings: Settings, openrouter: FakeOpenRouter
 ) -> None:
     async with serve_app(settings, gateway(openrouter)) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, admin = await make_admin(gw, client)
         _, token = await client.user("ann")
@@ -107,7 +74,7 @@ async def test_an_accounts_budget_counts_all_its_keys_and_streams(
     settings: Settings, openrouter: FakeOpenRouter
 ) -> None:
     async with serve_app(settings, gateway(openrouter)) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, admin = await make_admin(gw, client)
         user, token = await client.user("bob")
@@ -131,7 +98,7 @@ async def test_a_default_per_kind_and_spend_already_in_the_database(
 ) -> None:
     spec = gateway(openrouter, defaults={"api_key": {"amount": COST * 10, "period": "7 days"}})
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         user, token = await client.user("cyd")
         key = await client.new_key(token)
@@ -163,7 +130,7 @@ async def test_concurrent_requests_overshoot_by_at_most_those_in_flight(
     ends at 10 costs: the budget plus what was in flight, and nothing after."""
     spec = gateway(openrouter, defaults={"api_key": {"amount": COST * 2.5, "period": "day"}})
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await start(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, token = await client.user("dee")
         key = (await client.new_key(token))["key"]
@@ -188,7 +155,7 @@ async def test_a_second_instance_learns_the_spend_through_the_database(
         openrouter, defaults={"api_key": {"amount": COST * 3, "period": "day"}}, refresh=0.5
     )
     async with serve_app(settings, spec) as one, client_session() as http:
-        await start(one)
+        await add_pool_key(one)
         client = Client(http, one.url)
         _, token = await client.user("eve")
         key = (await client.new_key(token))["key"]

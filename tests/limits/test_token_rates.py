@@ -3,12 +3,10 @@ tokens the upstream reports (the fake OpenRouter: 5 prompt + `x_chunks` completi
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
 from ferryman.config.settings import Settings
@@ -16,50 +14,19 @@ from ferryman.limits.algorithms import charge, gcra
 from ferryman.limits.rates import Rate
 from tests.api.helpers import Client, assert_error, make_admin
 from tests.fakes.openrouter import PROMPT_TOKENS, FakeOpenRouter
-from tests.support import Running, client_session, serve_app
-from tests.upstreams.conftest import pooled_gateway
+from tests.limits.llm import add_pool_key, chat, llm_gateway
+from tests.support import client_session, serve_app
 
-KEY = "sk-or-v1-" + "t" * 64
-CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 PER_CHAT = PROMPT_TOKENS + 3  # the fake's default: three completion chunks
 
 
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    fake.add_key(KEY, label="k")
-    yield fake
-    await fake.stop()
-
-
 def gateway(fake: FakeOpenRouter, **limiter: Any) -> dict[str, Any]:
-    spec = pooled_gateway(fake.base_url, auth=["api_key"], route_extra={"meter": "llm"})
+    spec = llm_gateway(fake, limiter=limiter)
     spec["routes"].append(
         {"name": "plain", "path": "/plain", "upstream": "openrouter", "auth": ["api_key"],
          "strip_prefix": True}
     )  # fmt: skip
-    spec["limiter"] = limiter
     return spec
-
-
-async def add_key(gw: Running) -> None:
-    assert gw.app.upstream_keys is not None
-    await gw.app.upstream_keys.create(
-        upstream="openrouter", name="k", secret=KEY, owner_id=None, validate=False
-    )
-
-
-async def chat(
-    http: aiohttp.ClientSession, gw: Running, key: str, stream: bool = False
-) -> tuple[int, dict[str, Any], Any]:
-    async with http.post(
-        gw.url + "/v1/chat/completions",
-        json={**CHAT, "stream": stream},
-        headers={"X-API-Key": key},
-    ) as response:
-        raw = await response.read()
-        body = json.loads(raw) if not stream or response.status != 200 else {}
-        return response.status, body, response.headers
 
 
 def test_a_zero_cost_check_admits_until_the_bucket_is_used_up_and_charges_go_into_debt() -> None:
@@ -76,7 +43,7 @@ async def test_a_keys_tpm_set_by_an_admin_counts_reported_tokens(
     settings: Settings, openrouter: FakeOpenRouter
 ) -> None:
     async with serve_app(settings, gateway(openrouter)) as gw, client_session() as http:
-        await add_key(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, admin = await make_admin(gw, client)
         _, token = await client.user("ann")
@@ -109,7 +76,7 @@ async def test_an_accounts_tpm_and_a_kind_default(
 ) -> None:
     spec = gateway(openrouter, token_defaults={"api_key": PER_CHAT * 10})
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await add_key(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, admin = await make_admin(gw, client)
         user, token = await client.user("bob")
@@ -131,7 +98,7 @@ async def test_the_redis_backend_charges_tokens_in_redis(
     )
     spec = gateway(openrouter, backend="redis", token_defaults={"api_key": PER_CHAT + 1})
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await add_key(gw)
+        await add_pool_key(gw)
         client = Client(http, gw.url)
         _, token = await client.user("cyd")
         key = (await client.new_key(token))["key"]
