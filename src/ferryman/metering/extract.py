@@ -66,15 +66,21 @@ def usage_of(document: Any, model: str | None = None) -> Usage:
     return Usage(model, prompt, completion, total, _float(usage.get("cost")))
 
 
-def request_model(body: bytes) -> str | None:
-    """The `model` of a JSON request body, if it has one (never raises)."""
+def _request_object(body: bytes) -> dict[str, Any] | None:
+    """A request body parsed, if it is a JSON object of a reasonable size."""
     if not body or len(body) > MAX_REQUEST or body.lstrip()[:1] != b"{":
         return None
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    model = document.get("model") if isinstance(document, dict) else None
+    return document if isinstance(document, dict) else None
+
+
+def request_model(body: bytes) -> str | None:
+    """The `model` of a JSON request body, if it has one (never raises)."""
+    document = _request_object(body)
+    model = document.get("model") if document is not None else None
     return model if isinstance(model, str) and model else None
 
 
@@ -82,13 +88,8 @@ def with_stream_usage(body: bytes) -> bytes | None:
     """The request body asking for the stream's usage chunk
     (`stream_options.include_usage: true`), or None to send it as it is: not a JSON
     object, not a stream, or the client already said what it wants."""
-    if not body or len(body) > MAX_REQUEST or body.lstrip()[:1] != b"{":
-        return None
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(document, dict) or document.get("stream") is not True:
+    document = _request_object(body)
+    if document is None or document.get("stream") is not True:
         return None
     options = document.get("stream_options")
     if options is None:
