@@ -666,6 +666,7 @@ def start_ferryman(
     upstream: str,
     scenarios: Sequence[Scenario],
     limiter: str = "memory",
+    database: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path, dict[str, str]]:
     config = ws.path("gateway.yaml")
     gateway = gateway_config(upstream, scenarios, limiter)
@@ -675,6 +676,8 @@ def start_ferryman(
     # A clean environment: no FERRYMAN_* from the caller's shell, no .env from the cwd.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYMAN_")}
     env |= {"FERRYMAN_DATA_DIR": str(ws.path("data")), "FERRYMAN_LOG_LEVEL": "info"}
+    if database:
+        env["FERRYMAN_DATABASE_URL"] = database
     if limiter == "redis":
         redis_url = os.environ.get("FERRYMAN_REDIS_URL", "redis://127.0.0.1:6379/0")
         env |= {"FERRYMAN_REDIS_URL": redis_url, "FERRYMAN_REDIS_PREFIX": f"bench{os.getpid()}:"}
@@ -1079,6 +1082,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"(default {DEFAULT_JSON})"
     )
     parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="Ferryman's database (default: SQLite in the run's directory), e.g. an empty "
+        "PostgreSQL schema: postgresql+asyncpg://user@host/db",
+    )
+    parser.add_argument(
         "--limiter",
         choices=("memory", "redis"),
         default="memory",
@@ -1119,14 +1128,16 @@ def usage_counts(url: str) -> dict[str, float]:
 
 
 @contextmanager
-def services(ws: Workspace, pin: Pinning, limiter: str = "memory") -> Iterator[Running]:
+def services(
+    ws: Workspace, pin: Pinning, limiter: str = "memory", database: str | None = None
+) -> Iterator[Running]:
     """nginx, the floor and Ferryman, up until the block ends (however it ends)."""
     procs = Processes()
     try:
         upstream, nginx = start_nginx(procs, ws, pin)
         floor, floor_url, _ = start_floor(procs, ws, pin, upstream)
         ferryman, ferryman_url, _, made = start_ferryman(
-            procs, ws, pin, upstream, SCENARIOS, limiter
+            procs, ws, pin, upstream, SCENARIOS, limiter, database
         )
         path = "/v1/chat/completions"
         targets = [
@@ -1164,7 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[Result] = []
     rss: dict[str, float] = {}
     try:
-        with services(ws, pin, args.limiter) as run:
+        with services(ws, pin, args.limiter, args.database) as run:
             for target in run.targets:
                 check_target(target)
             rss["ferryman RSS at start"] = rss_mb(run.ferryman_pid)

@@ -96,11 +96,15 @@ class PriceTable:
         """The provider's cost if it gave one, else the table's; None when unknown."""
         if usage.cost is not None:
             return usage.cost
-        if usage.model is None or not usage.has_tokens:
+        return self.table_cost(usage.model, usage.prompt_tokens, usage.completion_tokens)
+
+    def table_cost(
+        self, model: str | None, prompt: int | None, completion: int | None
+    ) -> float | None:
+        """What the table says these tokens of this model cost; None when unknown."""
+        if model is None or (prompt is None and completion is None):
             return None
-        price = self.prices.models.get(usage.model)
+        price = self.prices.models.get(model)
         if price is None:
             return None
-        prompt = usage.prompt_tokens or 0
-        completion = usage.completion_tokens or 0
-        return (prompt * price.input + completion * price.output) / PER
+        return ((prompt or 0) * price.input + (completion or 0) * price.output) / PER

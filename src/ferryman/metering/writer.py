@@ -24,7 +24,6 @@ from typing import Protocol
 
 import structlog
 
-from ferryman.metering.extract import Usage
 from ferryman.metering.pricing import PriceTable
 from ferryman.observability.metrics import Metrics
 from ferryman.store import usage
@@ -130,9 +129,7 @@ class UsageWriter:
     def _priced(self, row: UsageRow) -> UsageRow:
         if row.cost is not None or row.model is None:
             return row
-        cost = self.prices.cost(
-            Usage(row.model, row.prompt_tokens, row.completion_tokens, row.total_tokens, None)
-        )
+        cost = self.prices.table_cost(row.model, row.prompt_tokens, row.completion_tokens)
         if cost is None:
             if row.prompt_tokens is not None or row.completion_tokens is not None:
                 self.unpriced += 1

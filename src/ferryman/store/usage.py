@@ -64,7 +64,9 @@ _INSERT = {
 
 def _sqlite_time(at: datetime) -> str:
     """What SQLAlchemy stores in a SQLite DateTime column (UTC, naive, microseconds)."""
-    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _records(backend: str, rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
