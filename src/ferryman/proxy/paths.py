@@ -5,7 +5,8 @@ bytes forwarded are the raw ones the client sent. The two can only disagree in w
 that let a request escape its route or its upstream's prefix when a segment hides a
 separator or a dot segment behind percent-encoding, so those are refused:
 
-- the path must start with `/` and be printable ASCII, with no `\\`, `#` or `//`;
+- the path must start with `/` and be printable ASCII, with no `\\`, `#`, `?` (a raw
+  path never holds one: the query is split off before) or `//`;
 - no segment may be `.` or `..`, raw or decoded;
 - no segment may decode to something holding `/`, `\\` or a control character
   (`%2f`, `%5c`, `%00`), or still holding an encoded dot or separator after one
@@ -44,8 +45,8 @@ def check_path(raw: bytes) -> str:
         raise _invalid("must start with '/'")
     if not text.isprintable() or " " in text:
         raise _invalid("control characters or spaces")
-    if "\\" in text or "#" in text:
-        raise _invalid("backslash or '#'")
+    if "\\" in text or "#" in text or "?" in text:
+        raise _invalid("backslash, '#' or '?'")
     if "//" in text:
         raise _invalid("empty path segment ('//')")
     if "%" not in text:
