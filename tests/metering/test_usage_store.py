@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ferryman.config.settings import Settings
 from ferryman.store import migrate, usage
@@ -107,5 +107,36 @@ async def test_a_record_reads_back_as_written_every_field(db_settings: Settings)
             assert got["at"].utcoffset() == timedelta(0)
         assert await usage.prune(db, datetime(2026, 11, 20, 12, 30, 5, tzinfo=UTC)) == 1
         assert await usage.prune(db, datetime(2026, 11, 20, 12, 30, 6, tzinfo=UTC)) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_the_sequence_key_migration_keeps_every_record(db_settings: Settings) -> None:
+    """0009 rebuilds usage_records with a `seq` key: records written before it stay,
+    numbered in time order, and going back down keeps them too."""
+    db = create_database(db_settings)
+    columns = ", ".join(usage.FIELDS)
+    try:
+        await migrate.upgrade(db, "0008")
+        written = [row(3, at=DAY + timedelta(hours=2)), row(1), row(2, at=DAY + timedelta(hours=1))]
+        stamp = usage._sqlite_time if db.backend == "sqlite" else (lambda at: at)
+        marks = ", ".join(f":{name}" for name in usage.FIELDS)
+        async with db.engine.begin() as conn:
+            for record in written:
+                values = {name: getattr(record, name) for name in usage.FIELDS}
+                values["at"] = stamp(record.at)
+                await conn.execute(
+                    text(f"INSERT INTO usage_records ({columns}) VALUES ({marks})"), values
+                )
+        await migrate.upgrade(db)
+        async with db.engine.connect() as conn:
+            after = (await conn.execute(select(usage_records).order_by("seq"))).all()
+        assert [r.id for r in after] == [f"{n:032x}" for n in (1, 2, 3)]
+        assert after[0].cost == 0.5 and after[2].at == DAY + timedelta(hours=2)
+        await usage.write(db, [row(4)])  # new records are numbered after them
+        await migrate.downgrade(db, "0008")
+        async with db.engine.connect() as conn:
+            ids = [r[0] for r in await conn.execute(text("SELECT id FROM usage_records"))]
+        assert sorted(ids) == [f"{n:032x}" for n in (1, 2, 3, 4)]
     finally:
         await db.dispose()

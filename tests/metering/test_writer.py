@@ -35,7 +35,7 @@ async def test_drops_unpriced_and_a_failed_write(settings: Settings) -> None:
         assert b'ferryman_usage_records_total{outcome="dropped"} 2.0' in body
 
         writer.add(row(10))
-        writer.add(row(10))  # the same id twice: the batch's insert fails
+        writer.add(replace(row(11), route=None))  # type: ignore[arg-type]  # NOT NULL: fails
         with pytest.raises(IntegrityError):
             await writer.flush()
         assert writer.queued == 2  # kept for the next round, in order

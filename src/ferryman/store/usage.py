@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Dialect, Table, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 
@@ -50,15 +50,21 @@ class UsageRow:
 
 FIELDS = tuple(UsageRow.__dataclass_fields__)
 
+
 #: The raw records' insert compiled once per driver, with positional parameters in
 #: FIELDS order: executed on the driver (one executemany of plain tuples) it costs about
 #: half of SQLAlchemy binding each row's values.
+def _compiled_insert(dialect: Dialect) -> str:
+    statement = usage_records.insert().inline().values({n: bindparam(n) for n in FIELDS})
+    compiled = statement.compile(dialect=dialect)
+    if tuple(compiled.positiontup or ()) != FIELDS:
+        raise RuntimeError(f"usage insert parameters out of order: {compiled.positiontup}")
+    return str(compiled)
+
+
 _INSERT = {
-    name: str(usage_records.insert().compile(dialect=dialect))
-    for name, dialect in (
-        ("sqlite", sqlite.dialect()),
-        ("postgresql", asyncpg.dialect()),  # type: ignore[no-untyped-call]
-    )
+    "sqlite": _compiled_insert(sqlite.dialect()),
+    "postgresql": _compiled_insert(asyncpg.dialect()),  # type: ignore[no-untyped-call]
 }
 
 
