@@ -62,7 +62,6 @@ def test_usage_of_a_stream_fed_whole() -> None:
     reader = SseUsage()
     reader.feed(STREAM)
     assert reader.result() == EXPECTED
-    assert reader.events == 3
 
 
 def test_crlf_streams_and_a_final_event_without_a_newline() -> None:
@@ -78,6 +77,28 @@ def test_any_split_into_chunks_reads_the_same(cuts: list[int]) -> None:
     for start, end in itertools.pairwise(bounds):
         reader.feed(STREAM[start:end])
     assert reader.result() == EXPECTED
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+def test_any_split_reads_the_same_when_the_model_is_known_from_the_request(
+    cuts: list[int],
+) -> None:
+    # With the model known, lines before the last usage mention are skipped unread.
+    reader = SseUsage(model="asked-for")
+    bounds = [0, *sorted(cuts), len(STREAM)]
+    for start, end in itertools.pairwise(bounds):
+        reader.feed(STREAM[start:end])
+    assert reader.result() == EXPECTED
+
+
+def test_the_last_usage_wins_and_a_broken_last_line_keeps_the_one_before() -> None:
+    earlier = {**USAGE, "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    reader = SseUsage(model="asked-for")
+    reader.feed(sse(CHUNK, earlier, CHUNK, USAGE))
+    assert reader.result() == EXPECTED
+    reader = SseUsage(model="asked-for")
+    reader.feed(sse(earlier) + b'data: {"usage": broken\n\n')
+    assert reader.result() == Usage("openai/gpt-4o-mini", 1, 1, 2, None)
 
 
 def test_a_stream_cut_before_its_usage_still_tells_the_model() -> None:

@@ -112,12 +112,11 @@ def json_usage(body: bytes, model: str | None = None) -> Usage:
 class SseUsage:
     """Reads `data:` events of an event stream as its chunks pass by."""
 
-    __slots__ = ("_partial", "_skipping", "events", "model", "usage")
+    __slots__ = ("_partial", "_skipping", "model", "usage")
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
         self.usage: Usage | None = None
-        self.events = 0
         self._partial = b""
         self._skipping = False
 
@@ -125,6 +124,15 @@ class SseUsage:
         """Take the next chunk (the caller sends it on unchanged)."""
         data = self._partial + chunk if self._partial else chunk
         start = 0
+        if self.model is not None and not self._skipping:
+            # Once the model is known only usage matters: skip the whole lines before
+            # the first that mentions it (most chunks mention none).
+            end = data.rfind(b"\n")
+            mention = data.find(b'"usage"', 0, end) if end >= 0 else -1
+            if mention < 0:
+                self._keep(data[end + 1 :])
+                return
+            start = data.rfind(b"\n", 0, mention) + 1
         while True:
             end = data.find(b"\n", start)
             if end < 0:
@@ -134,7 +142,10 @@ class SseUsage:
             else:
                 self._line(data[start:end])
             start = end + 1
-        rest = data[start:]
+        self._keep(data[start:])
+
+    def _keep(self, rest: bytes) -> None:
+        """Hold the unfinished last line for the next chunk (drop an over-long one)."""
         if len(rest) > MAX_LINE:
             self._partial = b""
             self._skipping = True
@@ -147,7 +158,6 @@ class SseUsage:
         payload = line[5:].strip()
         if not payload or payload == b"[DONE]" or payload[:1] != b"{":
             return
-        self.events += 1
         # Only chunks that mention usage (or a first model) are worth parsing.
         if b'"usage"' not in payload and (self.model is not None or b'"model"' not in payload):
             return
