@@ -282,10 +282,6 @@ class AccountRates:
                 out.append(AccountTier(key, ("user",), self._rpm(account.tpm), tokens=True))
         return out
 
-    @property
-    def counts_tokens(self) -> bool:
-        return bool(self.token_defaults)
-
 
 class ParallelCap:
     """At most `limit` requests of one key in flight (this process)."""
