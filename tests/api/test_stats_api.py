@@ -18,7 +18,7 @@ START = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
 def record(n: int, user: str, key: str, model: str, day: int, cost: float = 0.01) -> UsageRow:
     return UsageRow(
-        id=f"{n:032x}", at=START + timedelta(days=day), route="llm", user_id=user,
+        id=f"{n:032x}", at=(START + timedelta(days=day)).timestamp(), route="llm", user_id=user,
         credential_id=key, upstream="openrouter", upstream_key_id="pool-1", model=model,
         status=200 if n % 5 else 500, duration_ms=10.0, ttfb_ms=2.0, upstream_ms=9.0,
         bytes_in=100, bytes_out=300, prompt_tokens=10, completion_tokens=5, total_tokens=15,

@@ -3,8 +3,6 @@ failed write keeps its records for the next round."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +24,7 @@ async def test_drops_unpriced_and_a_failed_write(settings: Settings) -> None:
         await migrate.upgrade(db)
         writer = UsageWriter(db, PriceTable(), metrics, capacity=3, batch=10)
         for n in range(5):
-            writer.add(replace(row(n), cost=None))  # model "m" is in no price table
+            writer.add(row(n)._replace(cost=None))  # model "m" is in no price table
         assert (writer.queued, writer.dropped) == (3, 2)
         await writer.flush()
         assert (writer.written, writer.unpriced) == (3, 3)
@@ -35,7 +33,7 @@ async def test_drops_unpriced_and_a_failed_write(settings: Settings) -> None:
         assert b'ferryman_usage_records_total{outcome="dropped"} 2.0' in body
 
         writer.add(row(10))
-        writer.add(replace(row(11), route=None))  # type: ignore[arg-type]  # NOT NULL: fails
+        writer.add(row(11)._replace(route=None))  # type: ignore[arg-type]  # NOT NULL: fails
         with pytest.raises(IntegrityError):
             await writer.flush()
         assert writer.queued == 2  # kept for the next round, in order

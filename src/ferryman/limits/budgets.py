@@ -43,7 +43,7 @@ from ferryman.observability.metrics import Metrics
 from ferryman.store import budgets as rows
 from ferryman.store.budgets import Scope
 from ferryman.store.engine import Database
-from ferryman.store.usage import UsageRow
+from ferryman.store.usage import UsageRow, start_of
 
 log = structlog.get_logger("ferryman.budgets")
 
@@ -57,6 +57,7 @@ class Tally:
     subject: str
     budget: Budget
     start: date
+    start_ts: float
     renews: datetime
     renews_ts: float
     base: float = 0.0
@@ -72,7 +73,7 @@ class Tally:
 
     def counts(self, row: UsageRow) -> bool:
         subject = row.credential_id if self.scope == "credential" else row.user_id
-        return subject == self.subject and row.at.date() >= self.start
+        return subject == self.subject and row.at >= self.start_ts
 
 
 class Budgets:
@@ -115,6 +116,7 @@ class Budgets:
         budgets = self.of(identity)
         if not budgets:
             return
+        self.writer.settle()  # every finished request's cost is in the tallies
         now = self.clock.time()
         for scope, subject, budget in budgets:
             tally = self._tallies.get((scope, subject))
@@ -142,7 +144,7 @@ class Budgets:
     async def _read(self, scope: Scope, subject: str, budget: Budget) -> Tally:
         today = self.clock.now().date()
         start, renews = budget.window(today)
-        tally = Tally(scope, subject, budget, start, renews, renews.timestamp())
+        tally = Tally(scope, subject, budget, start, start_of(start), renews, renews.timestamp())
         async with self.writer.lock:  # nothing moves from the queue to the database
             spent = await rows.spend(self.db, scope, [subject], start)
             tally.base = spent.get(subject, 0.0)
@@ -174,11 +176,11 @@ class Budgets:
         out = []
         if row.credential_id is not None:
             tally = tallies.get(("credential", row.credential_id))
-            if tally is not None and row.at.date() >= tally.start:
+            if tally is not None and row.at >= tally.start_ts:
                 out.append(tally)
         if row.user_id is not None:
             tally = tallies.get(("user", row.user_id))
-            if tally is not None and row.at.date() >= tally.start:
+            if tally is not None and row.at >= tally.start_ts:
                 out.append(tally)
         return out
 

@@ -9,8 +9,7 @@ OpenRouter send it in a final chunk; OpenRouter adds `usage.cost`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,8 +19,7 @@ MAX_LINE = 256 * 1024
 MAX_REQUEST = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """What one response said about itself; None where it said nothing."""
 
     model: str | None = None
@@ -37,29 +35,29 @@ class Usage:
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    # type() rather than isinstance: a bool is an int, and not a count.
+    return value if type(value) is int and value >= 0 else None
 
 
 def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        return None
-    return float(value)
+    kind = type(value)
+    return float(value) if (kind is float or kind is int) and value >= 0 else None
 
 
 def usage_of(document: Any, model: str | None = None) -> Usage:
     """The usage in one parsed response object (or stream chunk)."""
-    if not isinstance(document, dict):
-        return Usage(model=model)
+    if type(document) is not dict:
+        return Usage(model)
     found = document.get("model")
-    if isinstance(found, str) and found:
+    if type(found) is str and found:
         model = found
     usage = document.get("usage")
-    if not isinstance(usage, dict):
-        return Usage(model=model)
-    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    if type(usage) is not dict:
+        return Usage(model)
+    prompt = _int(usage["prompt_tokens"] if "prompt_tokens" in usage else usage.get("input_tokens"))
+    completion = _int(
+        usage["completion_tokens"] if "completion_tokens" in usage else usage.get("output_tokens")
+    )
     total = _int(usage.get("total_tokens"))
     if total is None and prompt is not None and completion is not None:
         total = prompt + completion
@@ -84,20 +82,25 @@ def request_model(body: bytes) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-def with_stream_usage(body: bytes) -> bytes | None:
-    """The request body asking for the stream's usage chunk
+def with_stream_usage(body: bytes) -> tuple[str | None, bytes | None]:
+    """The request's model, and its body asking for the stream's usage chunk
     (`stream_options.include_usage: true`), or None to send it as it is: not a JSON
     object, not a stream, or the client already said what it wants."""
     document = _request_object(body)
-    if document is None or document.get("stream") is not True:
-        return None
+    if document is None:
+        return None, None
+    model = document.get("model")
+    if not isinstance(model, str) or not model:
+        model = None
+    if document.get("stream") is not True:
+        return model, None
     options = document.get("stream_options")
     if options is None:
         options = {}
     elif not isinstance(options, dict) or "include_usage" in options:
-        return None
+        return model, None
     document["stream_options"] = {**options, "include_usage": True}
-    return orjson.dumps(document)
+    return model, orjson.dumps(document)
 
 
 def json_usage(body: bytes, model: str | None = None) -> Usage:

@@ -61,11 +61,17 @@ class PriceTable:
         self.path = path
         self.check_every = check_every
         self.prices = PriceFile()
+        self._rates: dict[str, tuple[float, float]] = {}
         self._mtime: float | None = None
         self._checked = 0.0
         if path is not None:
-            self.prices = read_prices(path)  # a bad file at start-up is an error
+            self._use(read_prices(path))  # a bad file at start-up is an error
             self._mtime = path.stat().st_mtime
+
+    def _use(self, prices: PriceFile) -> None:
+        self.prices = prices
+        #: Input and output per million tokens, by model: what pricing a row looks up.
+        self._rates = {m: (p.input, p.output) for m, p in prices.models.items()}
 
     def refresh(self) -> bool:
         """Reload if the file changed (at most every `check_every` s); True if reloaded."""
@@ -88,7 +94,8 @@ class PriceTable:
             log.warning("price_table_invalid", error=str(exc), kept="the last good table")
             self._mtime = mtime
             return False
-        self.prices, self._mtime = prices, mtime
+        self._use(prices)
+        self._mtime = mtime
         log.info("price_table_reloaded", path=str(self.path), models=len(prices.models))
         return True
 
@@ -104,7 +111,7 @@ class PriceTable:
         """What the table says these tokens of this model cost; None when unknown."""
         if model is None or (prompt is None and completion is None):
             return None
-        price = self.prices.models.get(model)
-        if price is None:
+        rates = self._rates.get(model)
+        if rates is None:
             return None
-        return ((prompt or 0) * price.input + (completion or 0) * price.output) / PER
+        return ((prompt or 0) * rates[0] + (completion or 0) * rates[1]) / PER

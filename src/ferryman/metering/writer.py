@@ -1,16 +1,18 @@
-"""Usage records, queued on the request path and written in batches.
+"""Usage records, kept on the request path and written in batches.
 
-A finishing request appends one row to a bounded in-memory queue; that is all it pays
-(and, for an LLM call without a provider cost, a price-table lookup: budgets need the
-cost at once). A background task writes every `interval` seconds, or sooner once `batch` rows wait,
-with the daily aggregates in the same transaction. A full queue drops the row and
-counts it (`ferryman_usage_dropped_total`): the hot path never waits for the database.
-A failed write keeps its rows for the next round (up to the queue's size). Shutdown
-writes everything still queued.
+A finishing request appends its access record and its `Reading` to a list; that is
+all it pays. The batch turns them into usage rows (`settle`: reading the usage, pricing
+it), then writes them every `interval` seconds, or sooner once `batch` rows wait, with
+the daily aggregates in the same transaction. Done many at a time, back to back, the
+reading and building cost a fraction of what they cost per request between two network
+events. A full queue drops the record and counts it (`ferryman_usage_dropped_total`):
+the hot path never waits for the database. A failed write keeps its rows for the next
+round (up to the queue's size). Shutdown writes everything still queued.
 
-A `listener` (the budgets) hears of each row as it is queued and of each batch once it
+A `listener` (the budgets) hears of each row as it is settled and of each batch once it
 is committed; `lock` is held while a batch is written, so a reader holding it sees
-every row either in the database or still queued, never in between.
+every row either in the database or still queued, never in between. Whoever needs the
+cost of every finished request (a budget check) calls `settle` first.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from typing import Protocol
 import structlog
 
 from ferryman.metering.pricing import PriceTable
+from ferryman.metering.reading import Reading
+from ferryman.metering.records import usage_row
+from ferryman.observability.access_log import Record
 from ferryman.observability.metrics import Metrics
 from ferryman.store import usage
 from ferryman.store.engine import Database
-from ferryman.store.usage import UsageRow
+from ferryman.store.usage import UsageRow, start_of
 
 log = structlog.get_logger("ferryman.metering")
 
@@ -57,6 +62,7 @@ class UsageWriter:
         self.batch = batch
         self.capacity = capacity
         self._queue: deque[UsageRow] = deque()
+        self._pending: list[tuple[Record, Reading | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -66,30 +72,77 @@ class UsageWriter:
         self.lock = asyncio.Lock()
         self.listener: UsageListener | None = None
 
-    def add(self, row: UsageRow) -> None:
-        queue = self._queue
-        if len(queue) >= self.capacity:
-            self.dropped += 1
-            if self.metrics is not None:
-                self.metrics.usage_records("dropped")
+    def record(self, record: Record, reading: Reading | None) -> None:
+        """A finished request (the hot path): kept as it is, made a row in `settle`."""
+        pending = self._pending
+        waiting = len(pending) + len(self._queue)
+        if waiting >= self.capacity:
+            self._drop()
             return
-        if row.model is not None and row.cost is None:
-            row = self._priced(row)
-        queue.append(row)
-        if self.listener is not None and row.cost:
-            self.listener.added(row)
-        if len(queue) >= self.batch:
+        pending.append((record, reading))
+        if waiting + 1 >= self.batch:
             self._wake.set()
+
+    def add(self, row: UsageRow) -> None:
+        """A row already built (priced here if it has no cost)."""
+        if len(self._pending) + len(self._queue) >= self.capacity:
+            self._drop()
+            return
+        if row.cost is None and row.model is not None:
+            cost = self.prices.table_cost(row.model, row.prompt_tokens, row.completion_tokens)
+            if cost is not None:
+                row = row._replace(cost=cost)
+        self._queued([row])
+
+    def settle(self) -> None:
+        """Make rows of the records waiting: read their usage, price them, queue them."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        prices = self.prices
+        try:
+            rows = [usage_row(record, reading, prices) for record, reading in pending]
+        except Exception:
+            rows = []
+            for record, reading in pending:
+                try:
+                    rows.append(usage_row(record, reading, prices))
+                except Exception:
+                    self.failures += 1
+                    log.exception("usage_record_unreadable", correlation_id=record[13])
+        self._queued(rows)
+
+    def _queued(self, rows: list[UsageRow]) -> None:
+        unpriced, listener = 0, self.listener
+        for row in rows:
+            if row.cost:
+                if listener is not None:
+                    listener.added(row)
+            elif row.cost is None and (
+                row.prompt_tokens is not None or row.completion_tokens is not None
+            ):
+                unpriced += 1
+        self._queue.extend(rows)
+        if unpriced:
+            self.unpriced += unpriced
+            if self.metrics is not None:
+                self.metrics.usage_records("unpriced", unpriced)
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if self.metrics is not None:
+            self.metrics.usage_records("dropped")
 
     def queued_cost(self, matches: Callable[[UsageRow], bool], since: date) -> float:
         """The cost of the queued rows that `matches` picks, from the day `since` on."""
-        return sum(
-            row.cost for row in self._queue if row.cost and row.at.date() >= since and matches(row)
-        )
+        self.settle()
+        start = start_of(since)
+        return sum(row.cost for row in self._queue if row.cost and row.at >= start and matches(row))
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._pending) + len(self._queue)
 
     def start(self) -> None:
         if self._task is None:
@@ -111,6 +164,7 @@ class UsageWriter:
     async def flush(self) -> None:
         """Write everything queued now, in batches."""
         self.prices.refresh()
+        self.settle()
         while self._queue:
             async with self.lock:
                 queue = self._queue
@@ -125,19 +179,6 @@ class UsageWriter:
             self.written += len(rows)
             if self.metrics is not None:
                 self.metrics.usage_records("written", len(rows))
-
-    def _priced(self, row: UsageRow) -> UsageRow:
-        if row.cost is not None or row.model is None:
-            return row
-        cost = self.prices.table_cost(row.model, row.prompt_tokens, row.completion_tokens)
-        if cost is None:
-            if row.prompt_tokens is not None or row.completion_tokens is not None:
-                self.unpriced += 1
-                if self.metrics is not None:
-                    self.metrics.usage_records("unpriced")
-            return row
-        row.cost = cost
-        return row
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from datetime import UTC, datetime
 
 import structlog
 
 from ferryman.errors import GatewayError
 from ferryman.metering.writer import UsageWriter
+from ferryman.observability.access_log import Record
 from ferryman.observability.context import SCOPE_KEY, RequestContext, pick_request_id
 from ferryman.observability.metrics import Metrics
 from ferryman.observability.recorder import RequestRecorder
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import TrustedProxies
-from ferryman.store.usage import UsageRow
 from ferryman.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("ferryman.access")
@@ -107,64 +105,29 @@ class Observe:
         elif not status:
             status = 500
         route = ctx.route or "-"
-        self._recorder.record(
-            (
-                time.time(),
-                logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO,
-                scope.get("method", "WS"),
-                scope.get("raw_path") or scope.get("path", "").encode(),
-                scope.get("query_string", b""),
-                route,
-                status,
-                elapsed,
-                ctx.upstream,
-                ctx.upstream_headers - ctx.upstream_sent if ctx.upstream_headers else None,
-                ctx.upstream_ended - ctx.upstream_sent if ctx.upstream_ended else None,
-                ctx.bytes_in,
-                ctx.bytes_out,
-                ctx.correlation_id,
-                ctx.client_ip,
-                ctx.consumer,
-                ctx.credential,
-                ctx.error,
-                ctx.upstream_key,
-                ctx.attempts,
-            )
+        record: Record = (
+            time.time(),
+            logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO,
+            scope.get("method", "WS"),
+            scope.get("raw_path") or scope.get("path", "").encode(),
+            scope.get("query_string", b""),
+            route,
+            status,
+            elapsed,
+            ctx.upstream,
+            ctx.upstream_headers - ctx.upstream_sent if ctx.upstream_headers else None,
+            ctx.upstream_ended - ctx.upstream_sent if ctx.upstream_ended else None,
+            ctx.bytes_in,
+            ctx.bytes_out,
+            ctx.correlation_id,
+            ctx.client_ip,
+            ctx.consumer,
+            ctx.credential,
+            ctx.error,
+            ctx.upstream_key,
+            ctx.attempts,
         )
+        self._recorder.record(record)
         if ctx.meter and self.usage is not None:
-            self._meter(ctx, status, elapsed)
-
-    def _meter(self, ctx: RequestContext, status: int, elapsed: float) -> None:
-        usage = ctx.usage
-        sent = ctx.upstream_sent
-        self.usage.add(  # type: ignore[union-attr]
-            UsageRow(
-                id=ctx.correlation_id[:32] if len(ctx.correlation_id) == 32 else new_id(),
-                at=datetime.now(UTC),
-                route=ctx.route or "-",
-                user_id=ctx.consumer,
-                credential_id=ctx.credential,
-                upstream=ctx.upstream,
-                upstream_key_id=ctx.upstream_key,
-                model=usage.model if usage is not None and usage.model else ctx.model,
-                status=status,
-                duration_ms=round(elapsed * 1000, 3),
-                ttfb_ms=round((ctx.upstream_headers - sent) * 1000, 3)
-                if ctx.upstream_headers
-                else None,
-                upstream_ms=round((ctx.upstream_ended - sent) * 1000, 3)
-                if ctx.upstream_ended
-                else None,
-                bytes_in=ctx.bytes_in,
-                bytes_out=ctx.bytes_out,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                total_tokens=usage.total_tokens if usage else None,
-                cost=usage.cost if usage else None,
-                correlation_id=ctx.correlation_id,
-            )
-        )
-
-
-def new_id() -> str:
-    return os.urandom(16).hex()
+            # The usage row is built from the same record, later, in the writer's batch.
+            self.usage.record(record, ctx.reading)

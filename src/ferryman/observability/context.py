@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from ferryman.metering.extract import Usage
+from ferryman.metering.reading import Reading
 from ferryman.types import Scope
 
 SCOPE_KEY = "ferryman.context"
@@ -40,7 +40,7 @@ class RequestContext:
         "credential",
         "error",
         "meter",
-        "model",
+        "reading",
         "response_done",
         "response_headers",
         "route",
@@ -52,7 +52,6 @@ class RequestContext:
         "upstream_headers",
         "upstream_key",
         "upstream_sent",
-        "usage",
     )
 
     def __init__(self, correlation_id: str, client_ip: str) -> None:
@@ -64,8 +63,7 @@ class RequestContext:
         self.upstream_key: str | None = None
         self.attempts = 0
         self.meter = False
-        self.model: str | None = None
-        self.usage: Usage | None = None
+        self.reading: Reading | None = None
         self.consumer: str | None = None
         self.credential: str | None = None
         self.session: str | None = None

@@ -168,9 +168,9 @@ class Proxy:
 
     async def _charge_tokens(self, ctx: RequestContext, account: list[AccountTier]) -> None:
         """Pay the tokens the upstream reported into the caller's token tiers."""
-        usage = ctx.usage
-        if usage is None or self._limiter is None:
+        if ctx.reading is None or self._limiter is None:
             return
+        usage = ctx.reading.usage()
         used = usage.total_tokens or (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
         if used > 0:
             tiers = [Tier(a.key, "gcra", a.rate, used) for a in account if a.tokens]

@@ -21,7 +21,8 @@ import aiohttp
 import structlog
 
 from ferryman.errors import GatewayError, ServiceUnavailable, UpstreamError
-from ferryman.metering.extract import SseUsage, json_usage, request_model, with_stream_usage
+from ferryman.metering.extract import with_stream_usage
+from ferryman.metering.reading import Reading, StreamTail
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
@@ -132,14 +133,19 @@ class Forwarder:
             except ClientDisconnected:
                 ctx.client_gone = True
                 return
-            llm = meter == "llm"
-            if llm and isinstance(data, bytes):
-                ctx.model = request_model(data)
-                if route.spec.stream_usage:
-                    asking = with_stream_usage(data)
+            reading: Reading | None = None
+            if meter == "llm":
+                if not isinstance(data, bytes):
+                    reading = Reading()
+                elif route.spec.stream_usage:
+                    model, asking = with_stream_usage(data)
+                    reading = Reading(model=model)
                     if asking is not None:
                         data = asking
                         headers = _with_length(headers, len(data))
+                else:
+                    reading = Reading(data)  # its model is read later, off the hot path
+                ctx.reading = reading
             if pool is None:
                 response = await self._exchange(upstream, method, url, headers, data, client, ctx)
             else:
@@ -147,7 +153,7 @@ class Forwarder:
                 response = await self._with_pool(
                     attempt, upstream, method, url, headers, data, client, ctx
                 )
-            await self._relay(response, send, ctx, method, route.name, llm)
+            await self._relay(response, send, ctx, method, route.name, reading)
         except StreamAborted:
             if attempt is not None:
                 attempt.broke_off()
@@ -267,7 +273,7 @@ class Forwarder:
         ctx: RequestContext,
         method: str,
         route: str,
-        llm: bool = False,
+        reading: Reading | None = None,
     ) -> None:
         status = response.status
         headers = response_headers(response.raw_headers)
@@ -287,22 +293,25 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._failed_midway(ctx.upstream or "", exc) from exc
             ctx.upstream_ended = time.perf_counter()
-            if llm and status < 300:
-                ctx.usage = json_usage(whole, ctx.model)
+            if reading is not None and status < 300:
+                reading.answer(whole)
             await send(start)
             ctx.response_done = True
             await send({"type": "http.response.body", "body": whole})
             return
         await send(start)
         content = response.content
-        reader = SseUsage(ctx.model) if llm and _is_event_stream(response) else None
+        tail: StreamTail | None = None
         kept: bytearray | None = None
-        if llm and reader is None and status < 300 and _is_json(response):
-            kept = bytearray()
+        if reading is not None:
+            if _is_event_stream(response):
+                tail = StreamTail()
+            elif status < 300 and _is_json(response):
+                kept = bytearray()
         try:
             while chunk := await content.readany():
-                if reader is not None:
-                    reader.feed(chunk)
+                if tail is not None:
+                    tail.feed(chunk)
                 elif kept is not None:
                     kept += chunk
                     if len(kept) > JSON_USAGE_LIMIT:
@@ -321,11 +330,11 @@ class Forwarder:
             )
             raise StreamAborted(error.message) from exc
         finally:
-            if reader is not None:
-                ctx.usage = reader.result()  # what was seen, also of a stream cut short
+            if tail is not None and reading is not None:
+                reading.events(tail)  # also of a stream cut short
         ctx.upstream_ended = time.perf_counter()
-        if kept is not None:
-            ctx.usage = json_usage(bytes(kept), ctx.model)
+        if kept is not None and reading is not None:
+            reading.answer(bytes(kept))
         ctx.response_done = True
         await send({"type": "http.response.body", "body": b""})
 
