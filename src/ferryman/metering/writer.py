@@ -34,6 +34,7 @@ from ferryman.observability.metrics import Metrics
 from ferryman.store import usage
 from ferryman.store.engine import Database
 from ferryman.store.usage import UsageRow, start_of
+from ferryman.store.usage_sqlite import SqliteUsage
 
 log = structlog.get_logger("ferryman.metering")
 
@@ -71,6 +72,9 @@ class UsageWriter:
         self.failures = 0
         self.lock = asyncio.Lock()
         self.listener: UsageListener | None = None
+        #: SQLite in a file: batches go through a connection of their own.
+        self._sqlite = SqliteUsage.of(db)
+        self._stopping = False
 
     def record(self, record: Record, reading: Reading | None) -> None:
         """A finished request (the hot path): kept as it is, made a row in `settle`."""
@@ -149,10 +153,12 @@ class UsageWriter:
             self._task = asyncio.create_task(self._loop(), name="usage-writer")
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
             except asyncio.CancelledError:
@@ -170,7 +176,10 @@ class UsageWriter:
                 queue = self._queue
                 rows = [queue.popleft() for _ in range(min(self.batch, len(queue)))]
                 try:
-                    await usage.write(self.db, rows)
+                    if self._sqlite is not None:
+                        await self._sqlite.write(rows)
+                    else:
+                        await usage.write(self.db, rows)
                 except BaseException:
                     queue.extendleft(reversed(rows))  # kept for the next round
                     raise
@@ -181,9 +190,16 @@ class UsageWriter:
                 self.metrics.usage_records("written", len(rows))
 
     async def stop(self) -> None:
+        """Write everything still queued. A batch being written is let finish (cancelled,
+        it could commit in its thread and then be queued again)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await asyncio.wait([self._task])  # however it ended
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            if self._sqlite is not None:
+                await self._sqlite.close()
+                self._sqlite = None

@@ -287,7 +287,9 @@ class Forwarder:
             ctx.upstream_ended = time.perf_counter()
             return
         length = response.content_length
-        if length is not None and length <= SMALL_BODY and not _is_event_stream(response):
+        content_type: str = response.headers.get("Content-Type", "")
+        events = content_type.startswith("text/event-stream")
+        if length is not None and length <= SMALL_BODY and not events:
             try:
                 whole = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -304,9 +306,9 @@ class Forwarder:
         tail: StreamTail | None = None
         kept: bytearray | None = None
         if reading is not None:
-            if _is_event_stream(response):
+            if events:
                 tail = StreamTail()
-            elif status < 300 and _is_json(response):
+            elif status < 300 and content_type.startswith("application/json"):
                 kept = bytearray()
         try:
             while chunk := await content.readany():
@@ -361,13 +363,3 @@ def _with_length(headers: list[tuple[str, str]], length: int) -> list[tuple[str,
     kept = [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
     kept.append(("Content-Length", str(length)))
     return kept
-
-
-def _is_json(response: aiohttp.ClientResponse) -> bool:
-    content_type = response.headers.get("Content-Type", "")
-    return content_type.startswith("application/json")
-
-
-def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
-    content_type = response.headers.get("Content-Type", "")
-    return content_type.startswith("text/event-stream")

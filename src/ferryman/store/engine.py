@@ -27,7 +27,7 @@ _DRIVERS: dict[Backend, tuple[str, str, str]] = {
     "postgresql": ("asyncpg", "asyncpg", "ferryman[postgres]"),
 }
 
-_SQLITE_PRAGMAS = (
+SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
@@ -99,7 +99,7 @@ def create_database(settings: Settings) -> Database:
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _: Any) -> None:
             cursor = dbapi_connection.cursor()
-            for pragma in _SQLITE_PRAGMAS:
+            for pragma in SQLITE_PRAGMAS:
                 cursor.execute(pragma)
             cursor.close()
 

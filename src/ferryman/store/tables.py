@@ -207,7 +207,6 @@ usage_records = Table(
     Column("cost", Float, nullable=True),
     Column("correlation_id", String(128), nullable=False),
     Index("ix_usage_records_at", "at"),
-    Index("ix_usage_records_user_at", "user_id", "at"),
 )
 
 

@@ -64,7 +64,7 @@ def _compiled_insert(dialect: Dialect) -> str:
     return str(compiled)
 
 
-_INSERT = {
+INSERT = {
     "sqlite": _compiled_insert(sqlite.dialect()),
     "postgresql": _compiled_insert(asyncpg.dialect()),  # type: ignore[no-untyped-call]
 }
@@ -116,24 +116,25 @@ def aggregate(rows: Sequence[UsageRow]) -> dict[AggregateKey, list[float]]:
     """requests, errors, prompt, completion, cost, cost_unknown per aggregate key."""
     out: dict[AggregateKey, list[float]] = {}
     for row in rows:
-        key = (
-            day_of(row.at),
-            row.user_id or NONE,
-            row.credential_id or NONE,
-            row.upstream_key_id or NONE,
-            row.model or NONE,
-        )
+        (
+            _, at, _, user, credential, _, upstream_key, model, status, _, _, _, _, _,
+            prompt, completion, _, cost, _,
+        ) = row  # fmt: skip
+        key = (day_of(at), user or NONE, credential or NONE, upstream_key or NONE, model or NONE)
         sums = out.get(key)
         if sums is None:
             sums = out[key] = [0, 0, 0, 0, 0.0, 0]
         sums[0] += 1
-        sums[1] += 1 if row.status >= 400 else 0
-        sums[2] += row.prompt_tokens or 0
-        sums[3] += row.completion_tokens or 0
-        if row.cost is None:
-            sums[5] += 1 if row.prompt_tokens or row.completion_tokens else 0
-        else:
-            sums[4] += row.cost
+        if status >= 400:
+            sums[1] += 1
+        if prompt:
+            sums[2] += prompt
+        if completion:
+            sums[3] += completion
+        if cost is not None:
+            sums[4] += cost
+        elif prompt or completion:
+            sums[5] += 1
     return out
 
 
@@ -141,7 +142,7 @@ SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cos
 
 
 @functools.cache
-def _upsert(backend: str, table: Table, keys: tuple[str, ...]) -> Any:
+def upsert(backend: str, table: Table, keys: tuple[str, ...]) -> Any:
     """Add a batch's sums to the table's rows (made once per backend and table)."""
     insert = postgresql.insert if backend == "postgresql" else sqlite.insert
     statement = insert(table)
@@ -169,9 +170,11 @@ def totals(daily: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [out[key] for key in sorted(out)]
 
 
-async def write(db: Database, rows: Sequence[UsageRow]) -> None:
-    if not rows:
-        return
+Batch = tuple[list[tuple[Any, ...]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def batch(backend: str, rows: Sequence[UsageRow]) -> Batch:
+    """What one batch writes: its records, then its daily and total sums in key order."""
     sums = aggregate(rows)
     daily = [
         {
@@ -189,11 +192,19 @@ async def write(db: Database, rows: Sequence[UsageRow]) -> None:
         }
         for key, values in sorted(sums.items())
     ]
+    return _records(backend, rows), daily, totals(daily)
+
+
+async def write(db: Database, rows: Sequence[UsageRow]) -> None:
+    """Write a batch through the engine, in one transaction."""
+    if not rows:
+        return
+    records, daily, total = batch(db.backend, rows)
     async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(_INSERT[db.backend], _records(db.backend, rows))
+        await conn.exec_driver_sql(INSERT[db.backend], records)
         # One executemany each, in key order (rows locked in the same order everywhere).
-        await conn.execute(_upsert(db.backend, usage_daily, DAILY_KEYS), daily)
-        await conn.execute(_upsert(db.backend, usage_daily_totals, TOTALS_KEYS), totals(daily))
+        await conn.execute(upsert(db.backend, usage_daily, DAILY_KEYS), daily)
+        await conn.execute(upsert(db.backend, usage_daily_totals, TOTALS_KEYS), total)
 
 
 async def prune(db: Database, before: datetime) -> int:
