@@ -1,10 +1,10 @@
-"""Tokens, cost and model of an OpenAI-compatible exchange, read as it passes.
+"""Tokens, cost and model of an OpenAI-compatible exchange, parsed from its bytes.
 
-The request's model comes from its JSON body (already in memory for a pooled route).
-A JSON response's usage is read from the whole body; an event stream is fed to
-`SseUsage` chunk by chunk as the chunks go to the client, unchanged: only the current
-incomplete line is held (bounded), and the last `usage` object seen wins (OpenAI and
-OpenRouter send it in a final chunk; OpenRouter adds `usage.cost`).
+The request's model comes from its JSON body. A JSON response's usage is read from the
+whole body; event-stream text is fed to `SseUsage` in pieces (`metering.reading` gives
+it the events cut from a stream's end): only the current incomplete line is held
+(bounded), and the last `usage` object seen wins (OpenAI and OpenRouter send it in a
+final chunk; OpenRouter adds `usage.cost`).
 """
 
 from __future__ import annotations
@@ -127,15 +127,6 @@ class SseUsage:
         """Take the next chunk (the caller sends it on unchanged)."""
         data = self._partial + chunk if self._partial else chunk
         start = 0
-        if self.model is not None and not self._skipping:
-            # Once the model is known only usage matters: skip the whole lines before
-            # the first that mentions it (most chunks mention none).
-            end = data.rfind(b"\n")
-            mention = data.find(b'"usage"', 0, end) if end >= 0 else -1
-            if mention < 0:
-                self._keep(data[end + 1 :])
-                return
-            start = data.rfind(b"\n", 0, mention) + 1
         while True:
             end = data.find(b"\n", start)
             if end < 0:
