@@ -72,7 +72,7 @@ class Broadcast:
                     self._handler(data)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 raise
             except Exception as exc:
                 log.warning("broadcast_listener_error", channel=self.name, error=str(exc))
