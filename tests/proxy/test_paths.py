@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ferryman.config.gateway import Upstream
+from ferryman.config.upstreams import Upstream
 from ferryman.errors import BadRequest
 from ferryman.proxy.paths import check_path, check_query, join_path, strip_segments
 from ferryman.proxy.upstream import UpstreamClient

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from ferryman.clock import FakeClock
-from ferryman.config.gateway import PoolCredential
+from ferryman.config.upstreams import PoolCredential
 from ferryman.upstreams.health import Failure, KeyState, parse_retry_after, verdict
 from ferryman.upstreams.pool import KeyPool, PoolKey, StateChange
 

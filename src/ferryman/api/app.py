@@ -16,7 +16,7 @@ from ferryman.api import (
     upstream_keys_routes,
     users_routes,
 )
-from ferryman.config.gateway import MANAGEMENT_PREFIXES
+from ferryman.config.routes import MANAGEMENT_PREFIXES
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.types import ASGIApp, Message, Receive, Scope, Send

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ferryman.auth.hashing import API_KEY_PREFIX
 from ferryman.auth.identity import Identity
 from ferryman.auth.sessions import COOKIE, cookie_value, without_cookie
-from ferryman.config.gateway import Route
+from ferryman.config.routes import Route
 from ferryman.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:

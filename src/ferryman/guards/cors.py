@@ -6,7 +6,7 @@ the gateway's list is the only one that counts.
 
 from __future__ import annotations
 
-from ferryman.config.gateway import Cors as CorsConfig
+from ferryman.config.security import Cors as CorsConfig
 from ferryman.errors import Forbidden
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder

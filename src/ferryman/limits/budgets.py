@@ -34,7 +34,7 @@ import structlog
 from ferryman.auth.identity import Identity
 from ferryman.auth.singleflight import SingleFlight
 from ferryman.clock import Clock
-from ferryman.config.gateway import Budgets as BudgetsSpec
+from ferryman.config.limits import Budgets as BudgetsSpec
 from ferryman.errors import TooManyRequests
 from ferryman.limits.alerts import Alert, Alerts
 from ferryman.limits.allowance import Budget, money

@@ -22,7 +22,8 @@ import structlog
 
 from ferryman.auth.identity import Identity
 from ferryman.clock import Clock
-from ferryman.config.gateway import Limiter, LimitKey, Parallel, Route
+from ferryman.config.limits import Limiter, LimitKey, Parallel
+from ferryman.config.routes import Route
 from ferryman.errors import ServiceUnavailable, TooManyRequests
 from ferryman.limits.algorithms import Decision
 from ferryman.limits.backends import MemoryBackend, RedisBackend, Tier

@@ -11,7 +11,7 @@ from email.utils import formatdate
 
 import orjson
 
-from ferryman.config.gateway import Security
+from ferryman.config.security import Security
 from ferryman.errors import GatewayError
 from ferryman.types import Headers, Send
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from ferryman.auth.identity import Identity
 from ferryman.auth.policy import RoutePolicy
-from ferryman.config.gateway import Limiter
+from ferryman.config.limits import Limiter
 from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
 from ferryman.limits.backends import Tier
 from ferryman.limits.limiter import (

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ferryman.config.gateway import Gateway, Route
+from ferryman.config.gateway import Gateway
+from ferryman.config.routes import Route
 from ferryman.errors import MethodNotAllowed, NotFound
 from ferryman.proxy.paths import segment_count
 

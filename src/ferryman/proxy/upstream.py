@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from ferryman.config.gateway import FixedCredential, Upstream
+from ferryman.config.upstreams import FixedCredential, Upstream
 from ferryman.errors import ConfigError
 
 #: aiohttp adds these unless told not to; a proxy must send only what the client sent.

@@ -21,7 +21,7 @@ import email.utils
 import enum
 from dataclasses import dataclass
 
-from ferryman.config.gateway import PoolCredential
+from ferryman.config.upstreams import PoolCredential
 from ferryman.errors import UpstreamError, UpstreamTimeout
 
 

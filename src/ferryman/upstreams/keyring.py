@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ferryman.clock import Clock
-from ferryman.config.gateway import PoolCredential
+from ferryman.config.upstreams import PoolCredential
 from ferryman.errors import EncryptionError
 from ferryman.observability.metrics import Metrics
 from ferryman.store import upstream_keys as rows

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ferryman.clock import Clock
-from ferryman.config.gateway import PoolCredential
+from ferryman.config.upstreams import PoolCredential
 from ferryman.upstreams.health import Failure, KeyState
 
 

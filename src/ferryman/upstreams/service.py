@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from ferryman.clock import Clock
-from ferryman.config.gateway import PoolCredential
+from ferryman.config.upstreams import PoolCredential
 from ferryman.errors import BadRequest, NotFound, UpstreamError
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.store import upstream_keys as rows

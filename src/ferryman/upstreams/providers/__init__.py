@@ -8,7 +8,7 @@ configured path and knows nothing of usage; OpenRouter's reads `GET /key` and
 
 from __future__ import annotations
 
-from ferryman.config.gateway import PoolCredential, Upstream
+from ferryman.config.upstreams import PoolCredential, Upstream
 from ferryman.upstreams.providers.base import Probe, ProbeFailed, Provider
 from ferryman.upstreams.providers.generic import GenericProvider
 from ferryman.upstreams.providers.openrouter import OpenRouterProvider
