@@ -100,7 +100,7 @@ def test_a_valid_file_is_normalised(tmp_path: Path) -> None:
         (
             "upstreams: {a: {url: http://x, timeout: {read: -1}}}\n"
             "routes: [{path: /, upstream: a}]",
-            "upstreams.a.timeout.read: Input should be greater than 0",
+            "upstreams.a.timeout.read: must be greater than 0",
         ),
         (
             "upstreams: {a: {url: http://x, credential: magic}}\nroutes: [{path: /, upstream: a}]",
@@ -108,8 +108,7 @@ def test_a_valid_file_is_normalised(tmp_path: Path) -> None:
         ),
         (
             "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, auth: [pigeon]}]",
-            "routes[0].auth[0]: Input should be 'none', 'api_key', 'access_pass', 'jwt' or "
-            "'session'",
+            "routes[0].auth[0]: 'pigeon' is not one of: none, api_key, access_pass, jwt or session",
         ),
         (
             "upstreams: {a: {url: http://x}}\n"
@@ -138,7 +137,7 @@ def test_a_valid_file_is_normalised(tmp_path: Path) -> None:
         (
             "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
             "security: {max_body_size: lots}",
-            "security.max_body_size: could not parse value and unit from byte string",
+            "security.max_body_size: must be a size such as 10MiB, 512KB or a number of bytes",
         ),
         ("routes: []", "upstreams: required field is missing"),
     ],
@@ -224,11 +223,14 @@ def test_every_shipped_example_is_valid(example: Path) -> None:
 def test_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FERRYMAN_PORT", "eighty")
     monkeypatch.setenv("FERRYMAN_TRUSTED_PROXIES", "10.0.0.0/8, not-a-network")
+    monkeypatch.setenv("FERRYMAN_LOG_LEVEL", "loud")
     with pytest.raises(ConfigError) as info:
         load_settings(_env_file=None)
     message = str(info.value)
-    assert "FERRYMAN_PORT:" in message
+    assert "FERRYMAN_PORT: must be a whole number" in message
     assert "FERRYMAN_TRUSTED_PROXIES:" in message
+    assert "FERRYMAN_LOG_LEVEL: 'loud' is not one of: debug, info, warning or error" in message
+    assert "Input should" not in message
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -240,3 +242,85 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.1/32"]
     assert settings.redis_url is None
     assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'ferryman.db'}"
+
+
+SCALARS = """
+upstreams:
+  a: {url: http://x, credential: {kind: pool, invalid_statuses: 401}}
+routes:
+  - {name: open, path: /open, upstream: a, auth: none, methods: get}
+  - {name: keyed, path: /keyed, upstream: a, auth: api_key, limits: 60/minute, scopes: proxy}
+security:
+  trusted_hosts: api.example.com
+  cors: {allow_origins: "*", allow_methods: GET}
+"""
+
+
+def test_a_single_value_where_a_list_is_expected_is_a_list_of_one(tmp_path: Path) -> None:
+    gateway = load_gateway_file(write(tmp_path, SCALARS))
+    open_route, keyed = gateway.routes
+    assert open_route.auth == ("none",) and open_route.methods == ("GET",)
+    assert keyed.auth == ("api_key",) and keyed.scopes == ("proxy",)
+    assert [tier.rate for tier in keyed.limits] == ["60/minute"]
+    assert gateway.security.trusted_hosts == ("api.example.com",)
+    assert gateway.security.cors is not None
+    assert gateway.security.cors.allow_origins == ("*",)
+    credential = gateway.upstreams["a"].credential
+    assert credential.kind == "pool" and credential.invalid_statuses == (401,)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, auth: {x: 1}}]",
+            "routes[0].auth: must be a list, e.g. [a, b]",
+        ),
+        (
+            "upstreams: {a: {url: http://x, pool: {size: lots}}}\nroutes: [{path: /, upstream: a}]",
+            "upstreams.a.pool.size: must be a whole number",
+        ),
+        (
+            "upstreams: {a: {url: http://x, tls_verify: maybe}}\nroutes: [{path: /, upstream: a}]",
+            "upstreams.a.tls_verify: must be true or false",
+        ),
+        (
+            "upstreams: {a: {url: http://x, credential: {kind: pool, strategy: best}}}\n"
+            "routes: [{path: /, upstream: a}]",
+            "upstreams.a.credential.strategy: 'best' is not one of: round_robin, least_used, "
+            "weighted or random",
+        ),
+        (
+            "upstreams: {a: {url: http://x, credential: {kind: magic}}}\n"
+            "routes: [{path: /, upstream: a}]",
+            "upstreams.a.credential: kind must be one of: none, pool, fixed",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
+            "limiter: {defaults: {pigeon: 1/second}}",
+            "limiter.defaults.pigeon: 'pigeon' is not one of: api_key, access_pass, jwt or session",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, name: 'a b'}]",
+            "routes[0].name: 'a b' is not allowed here",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
+            "security: {cors: yes}",
+            "security.cors: must be a mapping of fields",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: {path: /, upstream: a}",
+            "routes: must be a list, e.g. [a, b]",
+        ),
+        (
+            "upstreams: [a]\nroutes: []",
+            "upstreams: must be a mapping of names to values",
+        ),
+    ],
+)
+def test_mistakes_are_told_in_the_operators_words(tmp_path: Path, text: str, expected: str) -> None:
+    message = errors_of(tmp_path, text)
+    assert expected in message
+    for jargon in ("Input should", "valid tuple", "valid dictionary", "[key]", "tagged-union"):
+        assert jargon not in message

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from ferryman.config.loading import format_location
+from ferryman.config.messages import location
 from ferryman.errors import GatewayError
 from ferryman.observability.context import SCOPE_KEY, RequestContext, new_request_id
 from ferryman.observability.responses import error_body
@@ -74,7 +74,7 @@ def install(app: FastAPI) -> None:
             loc = tuple(part for part in error["loc"] if part != "body")
             if error["type"] == "json_invalid":
                 loc = ()  # its location is a character offset, not a field
-            details.append({"field": format_location(loc) or "(body)", "message": error["msg"]})
+            details.append({"field": location(loc) or "(body)", "message": error["msg"]})
         first = details[0] if details else {"field": "(body)", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}"
         return json_error(request, 422, "validation_error", message, details=details)

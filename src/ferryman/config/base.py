@@ -10,18 +10,55 @@ meant, and YAML makes the slip easy.
 from __future__ import annotations
 
 import re
+import types
+import typing
+from typing import Any, ClassVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
+def _is_tuple(annotation: Any) -> bool:
+    """Is this field a tuple (or an optional tuple)?"""
+    origin = get_origin(annotation)
+    if origin is tuple:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_tuple(arg) for arg in get_args(annotation) if arg is not type(None))
+    if origin is typing.Annotated:
+        return _is_tuple(get_args(annotation)[0])
+    return False
+
+
 class Model(BaseModel):
     """A section of the gateway file: frozen, strict about unknown fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    _list_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._list_fields = frozenset(
+            name for name, field in cls.model_fields.items() if _is_tuple(field.annotation)
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_as_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls._list_fields:
+            wrapped = {
+                name: [value]
+                for name, value in data.items()
+                if name in cls._list_fields and isinstance(value, str | int | float)
+            }
+            if wrapped:
+                return {**data, **wrapped}
+        return data
 
 
 def header_name(value: str) -> str:

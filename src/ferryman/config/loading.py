@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ferryman.config.defaults import default_gateway
 from ferryman.config.gateway import Gateway
+from ferryman.config.messages import friendly, location
 from ferryman.config.settings import Settings
 from ferryman.errors import ConfigError
 
@@ -33,31 +34,16 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def format_location(loc: tuple[int | str, ...]) -> str:
-    """`('routes', 0, 'upstream')` → `routes[0].upstream`."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _messages(exc: ValidationError) -> list[str]:
     lines: list[str] = []
     for error in exc.errors(include_url=False):
-        loc = format_location(tuple(error["loc"]))
-        message = error["msg"].removeprefix("Value error, ")
+        loc = location(tuple(error["loc"]))
+        message = friendly(error)
         if (error["type"] == "value_error" and "\n" in message) or (not loc and ": " in message):
             # Cross-field checks already name their fields, one per line.
             base = f"{loc}." if loc else ""
             lines.extend(f"{base}{line}" for line in message.splitlines())
             continue
-        if error["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling)"
-        elif error["type"] == "missing":
-            message = "required field is missing"
         lines.append(f"{loc or '(top level)'}: {message}")
     return lines
 
@@ -111,5 +97,5 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for error in exc.errors(include_url=False):
             name = "FERRYMAN_" + "_".join(str(p) for p in error["loc"][:1]).upper()
-            lines.append(f"  {name}: {error['msg'].removeprefix('Value error, ')}")
+            lines.append(f"  {name}: {friendly(error)}")
         raise ConfigError("invalid settings\n" + "\n".join(lines)) from None
