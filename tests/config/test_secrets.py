@@ -16,6 +16,8 @@ from ferryman.config.secrets import ensure_secrets
 from ferryman.config.settings import Settings
 from ferryman.errors import SecretsError
 
+FROM_ENV = "secret-key-from-the-environment-0123456789"
+
 
 def settings_for(data_dir: Path, **values: str) -> Settings:
     return Settings(_env_file=None, data_dir=data_dir, **values)  # type: ignore[call-arg, arg-type]
@@ -48,14 +50,14 @@ def test_environment_values_win_and_are_never_written(tmp_path: Path) -> None:
     secrets = ensure_secrets(
         settings_for(
             data,
-            secret_key="from-env",
+            secret_key=FROM_ENV,
             encryption_keys="k9:" + "B" * 43 + "=",
-            key_pepper="pepper-from-env-0123456789",
+            key_pepper="pepper-from-env-0123456789-0123456789",
         )
     )
-    assert secrets.secret_key.get_secret_value() == "from-env"
+    assert secrets.secret_key.get_secret_value() == FROM_ENV
     assert not (data / "secrets.json").exists()
-    partial = ensure_secrets(settings_for(data, secret_key="from-env"))
+    partial = ensure_secrets(settings_for(data, secret_key=FROM_ENV))
     stored = json.loads((data / "secrets.json").read_text())
     assert set(stored) == {"encryption_keys", "key_pepper"}
     assert partial.encryption_keys.get_secret_value() == stored["encryption_keys"]
@@ -95,3 +97,29 @@ def test_an_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     data.mkdir(mode=0o500)
     with pytest.raises(SecretsError):
         ensure_secrets(settings_for(data))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("secret_key", "short-secret", "must be at least 32 bytes long (it has 12)"),
+        ("key_pepper", "p" * 31, "must be at least 32 bytes long (it has 31)"),
+        ("encryption_keys", "k1:" + "A" * 22, "KEY must be 32 bytes (AES-256), got 16"),
+        ("encryption_keys", "k1", "expected ID:KEY"),
+    ],
+)
+def test_a_weak_secret_in_the_data_directory_is_refused_by_name(
+    tmp_path: Path, name: str, value: str, expected: str
+) -> None:
+    data = tmp_path / "data"
+    ensure_secrets(settings_for(data))
+    path = data / "secrets.json"
+    stored = json.loads(path.read_text())
+    stored[name] = value
+    path.write_text(json.dumps(stored))
+    with pytest.raises(SecretsError) as info:
+        ensure_secrets(settings_for(data))
+    message = str(info.value)
+    assert message.startswith(f"{path}: {name}: ")
+    assert expected in message
+    assert value not in message

@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 from pydantic import SecretStr
 
-from ferryman.config.settings import Settings
+from ferryman.config.settings import Settings, master_keys_problem, secret_too_short
 from ferryman.errors import SecretsError
 
 log = structlog.get_logger("ferryman.secrets")
@@ -164,7 +164,14 @@ def ensure_secrets(settings: Settings) -> Secrets:
 
     def pick(name: str) -> SecretStr:
         value = from_env[name]
-        return value if value is not None else SecretStr(stored[name])
+        if value is not None:
+            return value  # checked when the settings were read
+        check = master_keys_problem if name == "encryption_keys" else secret_too_short
+        problem = check(stored[name])
+        if problem:
+            where = settings.data_dir.resolve() / SECRETS_FILE
+            raise SecretsError(f"{where}: {name}: {problem}")
+        return SecretStr(stored[name])
 
     return Secrets(
         secret_key=pick("secret_key"),

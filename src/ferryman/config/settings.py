@@ -12,6 +12,32 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: Shortest signing key or pepper accepted: HMAC-SHA256 keys shorter than its output
+#: weaken it, and a short value is usually a placeholder left in by mistake.
+MIN_SECRET_BYTES = 32
+
+_MAKE_ONE = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def secret_too_short(value: str) -> str | None:
+    """Why a signing key or pepper is refused (never quoting it), or None."""
+    size = len(value.encode("utf-8"))
+    if size < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes long (it has {size}); {_MAKE_ONE}"
+    return None
+
+
+def master_keys_problem(value: str) -> str | None:
+    """Why an `ID:KEY,...` list of master keys is refused (never quoting a key), or None."""
+    from ferryman.errors import ConfigError
+    from ferryman.upstreams.crypto import MasterKeys
+
+    try:
+        MasterKeys.parse(value)
+    except ConfigError as exc:
+        return str(exc).removeprefix("FERRYMAN_ENCRYPTION_KEYS").lstrip(": ")
+    return None
+
 
 class Settings(BaseSettings):
     """How this Ferryman process runs: where its data lives and how it listens.
@@ -193,6 +219,24 @@ class Settings(BaseSettings):
 
     def pass_price_micros(self, hours: int) -> int:
         return int(self.access_pass_prices.get(hours, Decimal(0)) * 1_000_000)
+
+    @field_validator("secret_key", "key_pepper")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = secret_too_short(value.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _master_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = master_keys_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @field_validator("redis_url", "database_url", mode="before")
     @classmethod

@@ -60,7 +60,9 @@ class MasterKeys:
                 raise ConfigError(f"{where} ({key_id}): KEY is not URL-safe base64") from None
             if len(key) != 32:
                 raise ConfigError(
-                    f"{where} ({key_id}): KEY must be 32 bytes (AES-256), got {len(key)}"
+                    f"{where} ({key_id}): KEY must be 32 bytes (AES-256), got {len(key)}; make "
+                    "one with: python3 -c 'import base64, os; "
+                    "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
                 )
             keys.append((key_id, key))
         return cls(keys)
