@@ -98,6 +98,8 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "password_hash_memory_kib": 64,
             "password_hash_parallelism": 1,
             "log_flush_interval": 0,
+            # Most tests make accounts through the API; closed by default is tested on its own.
+            "registration_enabled": True,
             **overrides,
         }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -11,6 +11,7 @@ import structlog
 from ferryman import __version__
 from ferryman.api.app import ManagementMount, create_management_app
 from ferryman.auth.services import Auth
+from ferryman.auth.users import Registration
 from ferryman.clock import Clock
 from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway, load_settings
@@ -130,7 +131,14 @@ class Ferryman:
             # No channel to tell other workers of a revocation: keep staleness to 1 s.
             ttl = 1.0
             log.info("credential_cache_ttl_capped", ttl=ttl, reason="workers without Redis")
-        auth = Auth(database, settings, self.secrets, self.clock, cache_ttl=ttl)
+        gateway = self.gateway
+        registration = Registration(
+            open=gateway.registration_open(settings.registration_enabled),
+            permissions=gateway.accounts.permissions,
+        )
+        auth = Auth(
+            database, settings, self.secrets, self.clock, cache_ttl=ttl, registration=registration
+        )
         self.auth = auth
         if self.redis is not None:
             try:

@@ -90,7 +90,9 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
 def check_config(file: Path) -> None:
     """Validate a gateway YAML file and report every problem with its field path."""
     gateway = load_gateway_file(file)
-    for warning in gateway.warnings():
+    # FERRYMAN_REGISTRATION_ENABLED, as the gateway would read it, decides with the file.
+    registration = gateway.registration_open(load_settings().registration_enabled)
+    for warning in gateway.warnings(registration_open=registration):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"{file}: OK ({len(gateway.upstreams)} upstreams, {len(gateway.routes)} routes)")
 

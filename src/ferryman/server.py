@@ -81,7 +81,8 @@ def _absorb(signum: int, frame: object) -> None:
 def serve(settings: Settings) -> None:
     """Check everything, then serve until SIGTERM/SIGINT (in-flight requests drain)."""
     gateway = load_gateway(settings)
-    for warning in gateway.warnings():
+    registration = gateway.registration_open(settings.registration_enabled)
+    for warning in gateway.warnings(registration_open=registration):
         log.warning("config_warning", detail=warning)
     asyncio.run(_prepare(settings, ensure_secrets(settings)))
     # The workers find the schema current; they need not race to migrate it.

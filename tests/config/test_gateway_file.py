@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.config.defaults import default_gateway
-from ferryman.config.loading import load_gateway, load_gateway_file, load_settings
+from ferryman.config.loading import load_gateway, load_gateway_file, load_settings, parse_gateway
 from ferryman.config.settings import Settings
 from ferryman.errors import ConfigError
 
@@ -206,13 +206,62 @@ def test_warnings_point_at_open_routes_that_spend_a_credential(tmp_path: Path) -
     gateway = load_gateway_file(
         write(
             tmp_path,
-            "upstreams: {a: {url: http://x, credential: pool}}\n"
-            "routes: [{name: open, path: /, upstream: a}]",
+            "upstreams:\n"
+            "  a: {url: http://x, credential: pool}\n"
+            "  b: {url: http://y, credential: {kind: pool, shared_access: everyone}}\n"
+            "  c: {url: http://z, credential: {header: X-Key, value_env: KEY}}\n"
+            "routes:\n"
+            "  - {name: open, path: /a, upstream: a}\n"
+            "  - {name: lent, path: /b, upstream: b}\n"
+            "  - {name: fixed, path: /c, upstream: c}\n",
         )
     )
     assert gateway.warnings() == [
-        "routes[0] (open): open to anyone (auth: [none]) while upstream 'a' adds a pool credential"
+        "routes[0] (open): open to anyone (auth: [none]), but upstream 'a' lends its shared "
+        "keys only to granted accounts: anonymous requests get 403 unless shared_access is "
+        "everyone",
+        "routes[1] (lent): open to anyone (auth: [none]): anyone who can reach the gateway "
+        "spends the shared key pool of upstream 'b'",
+        "routes[2] (fixed): open to anyone (auth: [none]) while upstream 'c' adds a fixed "
+        "credential",
     ]
+
+
+@pytest.mark.parametrize(
+    ("accounts", "shared_access", "warned"),
+    [
+        ({}, "granted", False),
+        ({"registration": "open"}, "granted", False),
+        ({"registration": True, "permissions": ["pool:a"]}, "granted", True),
+        ({"registration": "open", "permissions": ["pool:*"]}, "granted", True),
+        ({"registration": "open", "permissions": ["pool:other"]}, "granted", False),
+        ({"registration": "open"}, "everyone", True),
+        ({"registration": "closed"}, "everyone", False),
+    ],
+)
+def test_open_registration_that_lends_a_pool_is_warned_about(
+    accounts: dict[str, object], shared_access: str, warned: bool
+) -> None:
+    gateway = parse_gateway(
+        {
+            "upstreams": {
+                "a": {
+                    "url": "http://x",
+                    "credential": {"kind": "pool", "shared_access": shared_access},
+                }
+            },
+            "routes": [{"path": "/", "upstream": "a", "auth": "api_key"}],
+            "accounts": accounts,
+        },
+        source="test",
+    )
+    registration = gateway.registration_open(None)
+    notes = gateway.warnings(registration_open=registration)
+    assert bool(notes) is warned
+    assert all("spend the shared key pool of upstream 'a'" in note for note in notes)
+    # The environment's FERRYMAN_REGISTRATION_ENABLED wins over the file either way.
+    assert gateway.registration_open(False) is False
+    assert gateway.registration_open(True) is True
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)

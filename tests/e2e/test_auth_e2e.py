@@ -26,6 +26,7 @@ CHEAP_HASH = {
 
 def gateway(upstream: FakeUpstream) -> dict[str, Any]:
     return {
+        "accounts": {"registration": "open"},
         "upstreams": {"up": {"url": upstream.url}},
         "routes": [
             {

@@ -17,8 +17,11 @@ CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": 
 
 
 def llm_gateway(fake: FakeOpenRouter, **sections: dict[str, Any]) -> dict[str, Any]:
-    """The gateway file; `sections` (budgets, limiter) go to its top level."""
-    spec = pooled_gateway(fake.base_url, auth=["api_key"], route_extra={"meter": "llm"})
+    """The gateway file; `sections` (budgets, limiter) go to its top level. The shared
+    pool is lent to every caller: these tests are about limits, not grants."""
+    spec = pooled_gateway(
+        fake.base_url, auth=["api_key"], route_extra={"meter": "llm"}, shared_access="everyone"
+    )
     spec.update(sections)
     return spec
 

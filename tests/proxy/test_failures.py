@@ -260,7 +260,8 @@ async def test_an_unexpected_error_is_a_json_500_and_logged(
 async def test_a_pool_credential_without_keys_fails_closed(
     settings: Settings, upstream: FakeUpstream
 ) -> None:
-    config = gateway_dict(upstream.url, upstream_spec={"credential": "pool"})
+    credential = {"kind": "pool", "shared_access": "everyone"}
+    config = gateway_dict(upstream.url, upstream_spec={"credential": credential})
     async with serve_app(settings, config) as gw, client_session() as http:
         async with http.get(f"{gw.url}/echo") as r:
             assert r.status == 503

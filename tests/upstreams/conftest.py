@@ -29,8 +29,11 @@ def pooled_gateway(
     route_extra: dict[str, Any] | None = None,
     **pool: Any,
 ) -> dict[str, Any]:
-    """`/v1/*` to the fake OpenRouter with keys from the pool (probing off unless asked)."""
-    credential = {"kind": "pool", "probe_interval": 0, **pool}
+    """`/v1/*` to the fake OpenRouter with keys from the pool (probing off unless asked;
+    on an open route, the shared keys lent to everyone, as these tests are about the
+    pool's mechanics: who may spend it is tested in test_pool_grants.py)."""
+    lent = {"shared_access": "everyone"} if not auth or auth == ["none"] else {}
+    credential = {"kind": "pool", "probe_interval": 0, **lent, **pool}
     return {
         "upstreams": {
             "openrouter": {

@@ -39,8 +39,10 @@ async def test_two_failed_keys_of_three_cost_no_client_request_and_are_never_use
         choose = pool.choose
         chosen_in_state: list[tuple[str, str]] = []
 
-        def watched(user: str | None, tried: Sequence[PoolKey] = ()) -> PoolKey | None:
-            key = choose(user, tried)
+        def watched(
+            user: str | None, tried: Sequence[PoolKey] = (), shared: bool = True
+        ) -> PoolKey | None:
+            key = choose(user, tried, shared)
             if key is not None:
                 chosen_in_state.append((key.name, key.state.value))
             return key

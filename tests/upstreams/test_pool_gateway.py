@@ -53,6 +53,9 @@ async def test_a_users_own_key_is_never_used_for_another_users_traffic(
             own = await service.create(
                 upstream="openrouter", name="mine", secret=A, owner_id=alice, validate=False
             )
+            # Bob brings no key: an admin lends him the shared pool.
+            assert gw.app.auth is not None
+            await gw.app.auth.users.set_access(bob, role=None, permissions=("pool:openrouter",))
         labels: dict[str, set[str]] = {"alice": set(), "bob": set()}
         for _ in range(10):
             for who, key in (("alice", alice_key), ("bob", bob_key)):

@@ -43,10 +43,14 @@ class SessionStarted(BaseModel):
 
 @router.post("/register", status_code=201)
 async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
-    if not auth.settings.registration_enabled:
+    if not auth.registration.open:
         raise Forbidden("registration is closed; ask an admin", code="registration_closed")
     user = await auth.users.register(
-        body.username, body.password, email=body.email, full_name=body.full_name
+        body.username,
+        body.password,
+        email=body.email,
+        full_name=body.full_name,
+        permissions=auth.registration.permissions,
     )
     return UserOut.of(user)
 

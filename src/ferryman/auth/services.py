@@ -15,7 +15,7 @@ from ferryman.auth.passwords import PasswordPolicy, Passwords
 from ferryman.auth.sessions import Sessions
 from ferryman.auth.throttle import FailureThrottle
 from ferryman.auth.touch import Touches
-from ferryman.auth.users import Users
+from ferryman.auth.users import CLOSED, Registration, Users
 from ferryman.clock import Clock
 from ferryman.config.secrets import Secrets
 from ferryman.config.settings import Settings
@@ -37,10 +37,12 @@ class Auth:
         clock: Clock,
         *,
         cache_ttl: float | None = None,
+        registration: Registration = CLOSED,
     ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
+        self.registration = registration
         ttl = settings.credential_cache_ttl if cache_ttl is None else cache_ttl
         self.cache = CredentialCache(clock, ttl=ttl)
         self.invalidations = Invalidations(self.cache)

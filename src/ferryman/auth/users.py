@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -19,6 +20,17 @@ log = structlog.get_logger("ferryman.users")
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Self-service registration: whether it is open, and what a new account may do."""
+
+    open: bool
+    permissions: tuple[str, ...] = ()
+
+
+CLOSED = Registration(open=False)
 
 
 def normalise_username(username: str) -> str:

@@ -1,7 +1,7 @@
 """The gateway file as a whole: its sections, and the checks that span them.
 
 Each section lives in a module of its own: `upstreams`, `routes`, `limits`,
-`security`.
+`security`, `accounts`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import re
 
 from pydantic import field_validator, model_validator
 
+from ferryman.config.accounts import Accounts, pool_permission
 from ferryman.config.base import NAME, Model
 from ferryman.config.limits import Budgets, Limiter
 from ferryman.config.routes import Route
 from ferryman.config.security import Security
-from ferryman.config.upstreams import Upstream
+from ferryman.config.upstreams import PoolCredential, Upstream
 
 
 class Gateway(Model):
@@ -25,6 +26,7 @@ class Gateway(Model):
     security: Security = Security()
     limiter: Limiter = Limiter()
     budgets: Budgets = Budgets()
+    accounts: Accounts = Accounts()
 
     @field_validator("upstreams")
     @classmethod
@@ -64,14 +66,59 @@ class Gateway(Model):
             raise ValueError("\n".join(problems))
         return self
 
-    def warnings(self) -> list[str]:
-        """Things that are valid but probably not what the operator meant."""
+    def registration_open(self, override: bool | None) -> bool:
+        """Is self-service registration open? `FERRYMAN_REGISTRATION_ENABLED` (the
+        override), when set, wins over the file's `accounts.registration`."""
+        return self.accounts.registration == "open" if override is None else override
+
+    def warnings(self, *, registration_open: bool = False) -> list[str]:
+        """Things that are valid but probably not what the operator meant, above all a
+        shared key pool that strangers can spend."""
         notes = []
         for index, route in enumerate(self.routes):
             upstream = self.upstreams.get(route.upstream)
-            if route.auth == ("none",) and upstream and upstream.credential.kind != "none":
+            if upstream is None or route.auth != ("none",):
+                continue
+            credential = upstream.credential
+            where = f"routes[{index}] ({route.label}): open to anyone (auth: [none])"
+            if isinstance(credential, PoolCredential):
+                if credential.shared_access == "everyone":
+                    notes.append(
+                        f"{where}: anyone who can reach the gateway spends the shared key "
+                        f"pool of upstream {route.upstream!r}"
+                    )
+                else:
+                    notes.append(
+                        f"{where}, but upstream {route.upstream!r} lends its shared keys only "
+                        "to granted accounts: anonymous requests get 403 unless "
+                        "shared_access is everyone"
+                    )
+            elif credential.kind != "none":
                 notes.append(
-                    f"routes[{index}] ({route.label}): open to anyone (auth: [none]) while "
-                    f"upstream {route.upstream!r} adds a {upstream.credential.kind} credential"
+                    f"{where} while upstream {route.upstream!r} adds a {credential.kind} credential"
                 )
+        if registration_open:
+            notes.extend(self._strangers_can_spend())
+        return notes
+
+    def _strangers_can_spend(self) -> list[str]:
+        """With registration open: the shared pools a new account may spend at once."""
+        notes = []
+        for name, upstream in self.upstreams.items():
+            credential = upstream.credential
+            if not isinstance(credential, PoolCredential):
+                continue
+            reached = any(r.upstream == name and r.auth != ("none",) for r in self.routes)
+            if not reached:
+                continue
+            if credential.shared_access == "everyone":
+                why = f"upstreams.{name}.credential.shared_access is everyone"
+            elif self.accounts.grants_pool(name):
+                why = f"accounts.permissions grants {pool_permission(name)}"
+            else:
+                continue
+            notes.append(
+                f"registration is open and {why}: anyone who can reach the gateway can "
+                f"register and spend the shared key pool of upstream {name!r}"
+            )
         return notes

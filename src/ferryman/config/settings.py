@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     """With `admin_password`: an admin account created at start-up if it does not exist."""
     admin_password: SecretStr | None = None
 
-    registration_enabled: bool = True
-    """Anyone may register an account at `POST /api/v1/auth/register`."""
+    registration_enabled: bool | None = None
+    """Anyone may register an account at `POST /api/v1/auth/register`; unset, the gateway
+    file's `accounts.registration` decides (closed unless it says open)."""
 
     docs_enabled: bool = False
     """Serve the management API's OpenAPI schema and pages at `/docs`."""

@@ -12,6 +12,7 @@ from ferryman.config.base import Model, header_name, normalise_prefix
 Provider = Literal["generic", "openai", "openrouter"]
 KeyStrategy = Literal["round_robin", "least_used", "weighted", "random"]
 UserKeys = Literal["exclusive", "prefer", "ignore"]
+SharedAccess = Literal["granted", "everyone"]
 
 
 class Timeouts(Model):
@@ -53,6 +54,10 @@ class PoolCredential(Model):
     strategy: KeyStrategy = "round_robin"
     """How a healthy key is chosen: `round_robin`, `least_used` (fewest requests in
     flight), `weighted` (by each key's weight), `random`."""
+    shared_access: SharedAccess = "granted"
+    """Who may spend the operator's shared keys: `granted` (admins, and accounts an admin
+    granted the permission `pool:<upstream>` or `pool:*`) or `everyone` (any caller the
+    route admits, anonymous ones included). Callers' own keys are theirs either way."""
     user_keys: UserKeys = "exclusive"
     """Callers who added their own keys for this upstream: `exclusive` uses only theirs,
     `prefer` uses theirs while one is healthy and then the shared pool, `ignore` always

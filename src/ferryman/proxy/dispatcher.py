@@ -125,7 +125,7 @@ class Proxy:
             cap = self._caps.get(route.name)
             if limits is None and cap is None and budgets is None:
                 await self._forwarder.forward(
-                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop, identity
                 )
                 return
             caller = Caller(
@@ -144,7 +144,7 @@ class Proxy:
             slot = cap.acquire(caller) if cap is not None else None
             try:
                 await self._forwarder.forward(
-                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop, identity
                 )
             finally:
                 if cap is not None and slot is not None:

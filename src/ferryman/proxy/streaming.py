@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import structlog
 
-from ferryman.errors import GatewayError, ServiceUnavailable, UpstreamError
+from ferryman.auth.identity import Identity
+from ferryman.config.accounts import pool_permission
+from ferryman.errors import Forbidden, GatewayError, ServiceUnavailable, UpstreamError
 from ferryman.metering.extract import with_stream_usage
 from ferryman.metering.reading import Reading, StreamTail
 from ferryman.observability.context import RequestContext
@@ -84,11 +86,14 @@ class Forwarder:
         raw_path: str,
         extra_headers: list[tuple[str, str]],
         drop: frozenset[bytes] = frozenset(),
+        identity: Identity | None = None,
     ) -> None:
         """Forward, or raise GatewayError before any response byte was sent.
 
         `drop` names client headers to withhold (credentials the gateway consumed);
-        `extra_headers` are added (identity headers, a cleaned Cookie).
+        `extra_headers` are added (identity headers, a cleaned Cookie); `identity` is
+        the verified caller (None on open routes), whose grants decide whether the
+        operator's shared keys may serve it.
         """
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
@@ -103,6 +108,9 @@ class Forwarder:
                     f"no upstream key is available for {upstream.name!r}", code="no_upstream_key"
                 )
             drop = drop | pool.header_name if drop else pool.header_name
+            shared = pool.lends_to(identity)
+            if not shared and not pool.serves_own(ctx.consumer):
+                raise _not_lent(upstream.name, identity)
         query: bytes = scope["query_string"]
         if query:
             check_query(query)
@@ -149,7 +157,7 @@ class Forwarder:
             if pool is None:
                 response = await self._exchange(upstream, method, url, headers, data, client, ctx)
             else:
-                attempt = Attempt(pool, ctx, self._metrics)
+                attempt = Attempt(pool, ctx, self._metrics, shared)
                 response = await self._with_pool(
                     attempt, upstream, method, url, headers, data, client, ctx
                 )
@@ -344,6 +352,21 @@ class Forwarder:
         error = translate(exc, upstream)
         self._metrics.upstream_error(upstream, reason(error))
         return error
+
+
+def _not_lent(upstream: str, identity: Identity | None) -> Forbidden:
+    """The 403 for a caller who may not spend the shared keys and brings none."""
+    if identity is None:
+        return Forbidden(
+            f"anonymous requests may not spend the shared keys of upstream {upstream!r}",
+            code="shared_pool_not_granted",
+        )
+    return Forbidden(
+        f"this account may not spend the shared keys of upstream {upstream!r}: add a "
+        f"provider key of your own (POST /api/v1/upstream-keys) or ask an admin for the "
+        f"permission {pool_permission(upstream)}",
+        code="shared_pool_not_granted",
+    )
 
 
 def _payload(

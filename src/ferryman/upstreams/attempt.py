@@ -23,12 +23,15 @@ _STATE_WORDS = {
 
 
 class Attempt:
-    __slots__ = ("ctx", "key", "metrics", "pool", "reasons", "tried")
+    __slots__ = ("ctx", "key", "metrics", "pool", "reasons", "shared", "tried")
 
-    def __init__(self, pool: KeyPool, ctx: RequestContext, metrics: Metrics) -> None:
+    def __init__(
+        self, pool: KeyPool, ctx: RequestContext, metrics: Metrics, shared: bool = True
+    ) -> None:
         self.pool = pool
         self.ctx = ctx
         self.metrics = metrics
+        self.shared = shared  # may this caller fall back on the shared keys?
         self.tried: list[PoolKey] = []
         self.reasons: list[str] = []
         self.key: PoolKey | None = None
@@ -38,7 +41,7 @@ class Attempt:
         pool = self.pool
         if len(self.tried) >= pool.spec.max_attempts:
             return None
-        key = pool.choose(self.ctx.consumer, self.tried)
+        key = pool.choose(self.ctx.consumer, self.tried, self.shared)
         if key is None:
             return None
         self.done()
@@ -54,7 +57,7 @@ class Attempt:
     def more(self) -> bool:
         """Is there another key to fail over to?"""
         return len(self.tried) < self.pool.spec.max_attempts and self.pool.has_usable(
-            self.ctx.consumer, self.tried
+            self.ctx.consumer, self.tried, self.shared
         )
 
     def now(self) -> float:
@@ -92,8 +95,10 @@ class Attempt:
                 "another key",
                 code="no_upstream_key",
             )
-        candidates = pool.candidates(self.ctx.consumer)
-        own = pool.owns_keys(self.ctx.consumer) and pool.spec.user_keys == "exclusive"
+        candidates = pool.candidates(self.ctx.consumer, self.shared)
+        own = pool.owns_keys(self.ctx.consumer) and (
+            pool.spec.user_keys == "exclusive" or not self.shared
+        )
         whose = "your upstream keys" if own else "upstream keys"
         if not candidates:
             return ServiceUnavailable(

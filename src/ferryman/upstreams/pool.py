@@ -2,7 +2,8 @@
 
 Choosing is on the hot path: no I/O, no allocation beyond the chosen key. Only keys a
 request may use are candidates (the caller's own keys, or the shared pool, per
-`user_keys`), and only usable ones are chosen: enabled, and healthy or at the end of a
+`user_keys`; the shared pool only for callers it is lent to, per `shared_access`), and
+only usable ones are chosen: enabled, and healthy or at the end of a
 cool-down. Health changes are handed to a listener (`PoolEvents`) that persists,
 counts, logs and broadcasts them off the request path.
 """
@@ -12,10 +13,16 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ferryman.auth.identity import ALL
 from ferryman.clock import Clock
+from ferryman.config.accounts import ANY_POOL, pool_permission
 from ferryman.config.upstreams import PoolCredential
 from ferryman.upstreams.health import Failure, KeyState
+
+if TYPE_CHECKING:
+    from ferryman.auth.identity import Identity
 
 
 class PoolKey:
@@ -132,6 +139,9 @@ class KeyPool:
         #: confirmed before the key is taken out, as providers also use it for requests
         #: they refuse, such as moderation).
         self.confirm: Confirm | None = None
+        self._open_to_all = spec.shared_access == "everyone"
+        #: Permissions that lend an account the shared keys (admins hold them all).
+        self._grants = frozenset({ALL, ANY_POOL, pool_permission(upstream)})
         self.keys: dict[str, PoolKey] = {}
         self._shared: list[PoolKey] = []
         self._own: dict[str, list[PoolKey]] = {}
@@ -170,26 +180,46 @@ class KeyPool:
     def owns_keys(self, user_id: str | None) -> bool:
         return user_id is not None and user_id in self._own
 
-    def candidates(self, user_id: str | None) -> list[PoolKey]:
+    def lends_to(self, identity: Identity | None) -> bool:
+        """May this caller's requests spend the operator's shared keys?"""
+        if self._open_to_all:
+            return True
+        if identity is None:
+            return False
+        return identity.is_admin or not self._grants.isdisjoint(identity.permissions)
+
+    def serves_own(self, user_id: str | None) -> bool:
+        """Does this caller bring keys of its own that its requests go out with?"""
+        return self.spec.user_keys != "ignore" and self.owns_keys(user_id)
+
+    def candidates(self, user_id: str | None, shared: bool = True) -> list[PoolKey]:
         """Every key this caller's requests may use, usable or not."""
         mode = self.spec.user_keys
         if user_id is not None and mode != "ignore":
             own = self._own.get(user_id)
             if own:
-                return list(own) if mode == "exclusive" else [*own, *self._shared]
-        return list(self._shared)
+                if mode == "exclusive" or not shared:
+                    return list(own)
+                return [*own, *self._shared]
+        return list(self._shared) if shared else []
 
-    def has_usable(self, user_id: str | None, tried: Sequence[PoolKey]) -> bool:
+    def has_usable(
+        self, user_id: str | None, tried: Sequence[PoolKey], shared: bool = True
+    ) -> bool:
         now = self._clock.time()
-        return any(k.usable(now) and k not in tried for k in self.candidates(user_id))
+        return any(k.usable(now) and k not in tried for k in self.candidates(user_id, shared))
 
     def now(self) -> float:
         return self._clock.time()
 
     # -- selection -----------------------------------------------------------------
 
-    def choose(self, user_id: str | None, tried: Sequence[PoolKey] = ()) -> PoolKey | None:
-        """A usable key for this caller not yet tried for this request, or None."""
+    def choose(
+        self, user_id: str | None, tried: Sequence[PoolKey] = (), shared: bool = True
+    ) -> PoolKey | None:
+        """A usable key for this caller not yet tried for this request, or None.
+
+        `shared` says whether the caller may fall back on the operator's shared keys."""
         now = self._clock.time()
         mode = self.spec.user_keys
         if user_id is not None and mode != "ignore":
@@ -198,7 +228,7 @@ class KeyPool:
                 key = self._choose(user_id, own, tried, now)
                 if key is not None or mode == "exclusive":
                     return key
-        return self._choose(None, self._shared, tried, now)
+        return self._choose(None, self._shared, tried, now) if shared else None
 
     def _round_robin(
         self, owner: str | None, keys: list[PoolKey], tried: Sequence[PoolKey], now: float
