@@ -18,7 +18,7 @@ from ferryman.config.loading import load_gateway, load_settings
 from ferryman.config.secrets import Secrets, ensure_secrets
 from ferryman.config.settings import Settings
 from ferryman.errors import ConfigError, FerrymanError, StorageError
-from ferryman.guards.cors import Cors
+from ferryman.guards.cors import Cors, CorsPolicy
 from ferryman.guards.trusted_host import TrustedHost
 from ferryman.limits.alerts import Alerts
 from ferryman.limits.backends import RedisBackend
@@ -320,18 +320,20 @@ async def prepare_database(database: Database, migrate_now: bool) -> None:
 
 
 def build_stack(app: Ferryman) -> Observe:
-    """The request path, outermost first:
-    observe → trusted host → CORS → health/metrics → management API → proxy."""
+    """The request path, outermost first: observe → trusted host → health/metrics →
+    CORS (the management API's) → management API → proxy (routes' own CORS inside)."""
     security = app.gateway.security
-    stack: ASGIApp = ManagementMount(app.proxy, app.management, app.responder)
+    mount = ManagementMount(app.proxy, app.management, app.responder)
+    stack: ASGIApp = mount
+    if security.cors is not None:
+        # Routes apply their CORS policy in the proxy; this one is the management API's.
+        stack = Cors(stack, CorsPolicy(security.cors, app.responder), applies=mount.owns)
     stack = SystemRoutes(
         stack,
         app.responder,
         app.readiness,
         app.recorder if app.settings.metrics_enabled else None,
     )
-    if security.cors is not None:
-        stack = Cors(stack, security.cors, app.responder)
     if "*" not in security.trusted_hosts:
         stack = TrustedHost(stack, security.trusted_hosts, app.responder)
     return Observe(stack, app.metrics, app.trusted, app.responder, app.recorder)

@@ -13,6 +13,7 @@ One aiohttp server answers every kind the gateway must cope with:
     /large?size=N&chunked=1   N bytes, with Content-Length or chunked
     /status/CODE              an empty answer with that status
     /cookies                  two Set-Cookie headers
+    /headers?h=Name:Value...  an empty 200 with each `h` as a response header (repeatable)
     /upload                   reads the body in chunks, returns its size and hash
 """
 
@@ -59,6 +60,7 @@ class FakeUpstream:
         app.router.add_get("/large", self.large)
         app.router.add_route("*", "/status/{code}", self.status)
         app.router.add_get("/cookies", self.cookies)
+        app.router.add_get("/headers", self.headers)
         app.router.add_post("/upload", self.upload)
         self.app = app
 
@@ -206,6 +208,14 @@ class FakeUpstream:
         response = web.Response(text="cookies")
         response.headers.add("Set-Cookie", "a=1; Path=/")
         response.headers.add("Set-Cookie", "b=2; Path=/")
+        return response
+
+    async def headers(self, request: web.Request) -> web.Response:
+        self._record(request)
+        response = web.Response(text="headers")
+        for item in request.query.getall("h", []):
+            name, _, value = item.partition(":")
+            response.headers.add(name, value.strip())
         return response
 
     async def upload(self, request: web.Request) -> web.Response:

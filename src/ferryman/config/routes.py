@@ -8,6 +8,7 @@ from pydantic import ByteSize, Field, field_validator, model_validator
 
 from ferryman.config.base import HOST, NAME, TOKEN, Model, normalise_prefix
 from ferryman.config.limits import LimitTier, Parallel
+from ferryman.config.security import Cors, ResponseHeaders
 
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
 IdentityField = Literal["user_id", "username", "role", "credential_id", "kind"]
@@ -76,6 +77,12 @@ class Route(Model):
     a request refused by one tier consumes none."""
     max_parallel: Parallel | None = None
     """Requests in flight at once (`4`, or `{limit: 4, by: [user]}`); 429 beyond."""
+    cors: Cors | None = None
+    """This route's own CORS policy, instead of `security.cors` (`null` turns CORS off
+    here); with `enforce: true`, requests from other origins are refused with 403."""
+    response_headers: ResponseHeaders | None = None
+    """Security headers for this route's answers, laid over `security.response_headers`
+    field by field (a field set to null removes that header here)."""
     meter: Literal["none", "http", "llm"] = "none"
     """Usage records: `http` (one per request: who, status, timings, bytes), `llm` (also
     the model, tokens and cost of OpenAI-compatible JSON and SSE answers), or `none`

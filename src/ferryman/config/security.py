@@ -22,6 +22,10 @@ class Cors(Model):
     expose_headers: tuple[str, ...] = ("X-Request-ID",)
     allow_credentials: bool = False
     max_age: int = Field(default=600, ge=0)
+    enforce: bool = False
+    """Refuse (`403 origin_not_allowed`) a request whose `Origin` is not allowed, instead
+    of forwarding it without CORS headers (which stops a browser from reading the answer
+    but not the request from having its effect)."""
 
     @field_validator("allow_origins")
     @classmethod
@@ -42,7 +46,7 @@ class Cors(Model):
 
 
 class Hsts(Model):
-    """`Strict-Transport-Security` on gateway-made responses."""
+    """`Strict-Transport-Security`."""
 
     max_age: int = Field(default=31_536_000, ge=0)
     include_subdomains: bool = True
@@ -58,6 +62,62 @@ class Hsts(Model):
         return value
 
 
+ReferrerPolicy = Literal[
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "origin",
+    "origin-when-cross-origin",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+]
+
+
+class ResponseHeaders(Model):
+    """Security headers added to proxied responses; each replaces the upstream's own
+    header of that name. Unset fields add nothing."""
+
+    hsts: Hsts | None = None
+    """`Strict-Transport-Security`. Browsers heed it only over HTTPS: set it where TLS is
+    terminated in front of Ferryman."""
+    content_type_options: Literal["nosniff"] | None = None
+    """`X-Content-Type-Options: nosniff`: no guessing a script out of a text answer."""
+    frame_options: Literal["DENY", "SAMEORIGIN"] | None = None
+    """`X-Frame-Options`: whether other sites may frame the answer."""
+    referrer_policy: ReferrerPolicy | None = None
+    """`Referrer-Policy`, e.g. `strict-origin-when-cross-origin`."""
+    content_security_policy: str | None = None
+    """`Content-Security-Policy`, as given."""
+
+    @field_validator("content_security_policy")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isprintable() or not value.isascii()):
+            raise ValueError("must be printable ASCII on one line")
+        return value
+
+    def over(self, base: ResponseHeaders) -> ResponseHeaders:
+        """These headers laid over `base`, field by field: a field set here (even to
+        null, which removes it) wins."""
+        return base.model_copy(update={name: getattr(self, name) for name in self.model_fields_set})
+
+    def pairs(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers, as the proxy sends them."""
+        out: list[tuple[bytes, bytes]] = []
+        if self.hsts is not None:
+            out.append((b"strict-transport-security", self.hsts.header_value.encode()))
+        if self.content_type_options is not None:
+            out.append((b"x-content-type-options", self.content_type_options.encode()))
+        if self.frame_options is not None:
+            out.append((b"x-frame-options", self.frame_options.encode()))
+        if self.referrer_policy is not None:
+            out.append((b"referrer-policy", self.referrer_policy.encode()))
+        if self.content_security_policy is not None:
+            out.append((b"content-security-policy", self.content_security_policy.encode()))
+        return tuple(out)
+
+
 class Security(Model):
     """Guards in front of every route."""
 
@@ -66,10 +126,15 @@ class Security(Model):
     trusted_hosts: tuple[str, ...] = ("*",)
     """Host headers accepted (`api.example.com`, `*.example.com`); `*` accepts any."""
     cors: Cors | None = None
+    """CORS for the management API and for every route without a `cors` of its own."""
     hsts: Hsts | None = None
+    """`Strict-Transport-Security` on gateway-made responses (errors, health, the API)."""
     frame_options: Literal["DENY", "SAMEORIGIN"] = "DENY"
     content_security_policy: str = "default-src 'none'; frame-ancestors 'none'"
     """CSP sent on gateway-made responses (errors, health, metrics)."""
+    response_headers: ResponseHeaders = ResponseHeaders()
+    """Security headers added to every proxied response (a route's own
+    `response_headers` are laid over these, field by field)."""
 
     @field_validator("trusted_hosts")
     @classmethod

@@ -10,6 +10,7 @@ from ferryman.auth.identity import Identity
 from ferryman.auth.policy import RoutePolicy
 from ferryman.config.limits import Limiter
 from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
+from ferryman.guards.cors import Asked, CorsPolicy
 from ferryman.limits.backends import Tier
 from ferryman.limits.limiter import (
     AccountRates,
@@ -47,6 +48,12 @@ class Proxy:
         self._account = AccountRates(Limiter())
         self._limiter: Limits | None = None
         self._budgets: Budgets | None = None
+        #: Routes' CORS policies (their own `cors`, else `security.cors`).
+        self._cors = {
+            route.name: CorsPolicy(route.cors, responder)
+            for route in table.routes
+            if route.cors is not None
+        }
         #: Routes metered as LLM calls: where tokens a minute and budgets apply.
         self._llm = frozenset(r.name for r in table.routes if r.spec.meter == "llm")
 
@@ -98,8 +105,21 @@ class Proxy:
             raw = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
             path = check_path(raw)
             host = host_of(scope["headers"]) if self._uses_hosts else ""
+            if self._cors and scope["method"] == "OPTIONS":
+                asked = Asked(scope["headers"])
+                if asked.is_preflight("OPTIONS") and await self._preflight(
+                    scope, send, ctx, host, path, asked
+                ):
+                    return
             route = self._table.match(scope["method"], host, path)
             ctx.route = route.name
+            cors = self._cors.get(route.name) if self._cors else None
+            if cors is not None:
+                origin = origin_header(scope["headers"])
+                if origin is not None:
+                    if cors.enforce and not cors.allowed(origin):
+                        raise cors.refusal(origin)
+                    send = cors.sender(send, origin)
             drop: frozenset[bytes] = frozenset()
             add: list[tuple[str, str]] = []
             identity: Identity | None = None
@@ -166,6 +186,21 @@ class Proxy:
             ctx.error = shutdown.code
             await self._responder.error(send, shutdown, ctx.correlation_id)
 
+    async def _preflight(
+        self, scope: Scope, send: Send, ctx: RequestContext, host: str, path: str, asked: Asked
+    ) -> bool:
+        """Answer a CORS preflight for the route the real request would take, if that
+        route has a CORS policy (True); a route without one gets the OPTIONS request
+        forwarded like any other (False)."""
+        assert asked.method is not None
+        route = self._table.match(asked.method.decode("latin-1").upper(), host, path)
+        policy = self._cors.get(route.name)
+        if policy is None:
+            return False
+        ctx.route = route.name
+        await policy.preflight(scope, send, asked)
+        return True
+
     async def _charge_tokens(self, ctx: RequestContext, account: list[AccountTier]) -> None:
         """Pay the tokens the upstream reported into the caller's token tiers."""
         if ctx.reading is None or self._limiter is None:
@@ -178,8 +213,13 @@ class Proxy:
                 await self._limiter.charge(tiers)
 
 
-def origin_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+def origin_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in headers:
         if name == b"origin":
-            return value.decode("latin-1")
+            return value
     return None
+
+
+def origin_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    origin = origin_header(headers)
+    return None if origin is None else origin.decode("latin-1")

@@ -9,10 +9,15 @@ trusted proxy, otherwise replaced by what the gateway saw itself.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from ferryman.auth.sessions import COOKIE
 from ferryman.errors import BadRequest
 from ferryman.types import Headers
+
+#: Cookies the gateway sets itself; a `Set-Cookie` for one of them never reaches the
+#: client from an upstream (it could plant a session or log the user out).
+GATEWAY_COOKIES = frozenset({COOKIE.encode()})
 
 HOP_BY_HOP = frozenset(
     {
@@ -156,8 +161,13 @@ def request_headers(
     return out, length
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """The upstream's response headers as ASGI wants them, minus hop-by-hop ones."""
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    upstream: str = "",
+    refused: Callable[[str, bytes], None] | None = None,
+) -> Headers:
+    """The upstream's response headers as ASGI wants them, minus hop-by-hop ones and any
+    `Set-Cookie` for the gateway's own cookies (reported to `refused`)."""
     out: Headers = []
     listed: frozenset[bytes] = frozenset()
     for name, value in raw:
@@ -166,10 +176,20 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
             if lower == b"connection":
                 listed = _connection_listed(value)
             continue
+        if lower == b"set-cookie" and _cookie_name(value) in GATEWAY_COOKIES:
+            if refused is not None:
+                refused(upstream, _cookie_name(value))
+            continue
         out.append((lower, value))
     if listed:
         out = [(n, v) for n, v in out if n not in listed]
     return out
+
+
+def _cookie_name(set_cookie: bytes) -> bytes:
+    """The name a browser files a `Set-Cookie` under: up to the first `=`, trimmed."""
+    name, eq, _ = set_cookie.partition(b"=")
+    return name.strip() if eq else b""
 
 
 def host_of(headers: Iterable[tuple[bytes, bytes]]) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from ferryman.config.gateway import Gateway
 from ferryman.config.routes import Route
+from ferryman.config.security import Cors, ResponseHeaders, Security
 from ferryman.errors import MethodNotAllowed, NotFound
 from ferryman.proxy.paths import segment_count
 
@@ -33,6 +34,11 @@ class CompiledRoute:
     auth: tuple[str, ...]
     max_body_size: int
     spec: Route
+    cors: Cors | None
+    """The CORS policy in force here: the route's own, else `security.cors`."""
+    added_headers: tuple[tuple[bytes, bytes], ...]
+    """Security headers put on every proxied answer, replacing the upstream's copies."""
+    replaced_headers: frozenset[bytes]
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -42,10 +48,21 @@ class CompiledRoute:
         return host == self.host
 
 
-def compile_route(route: Route, default_max_body: int, upstream_url: str) -> CompiledRoute:
+def compile_route(
+    route: Route, default_max_body: int, upstream_url: str, security: Security | None = None
+) -> CompiledRoute:
+    security = security or Security()
     host_suffix = route.host[1:] if route.host and route.host.startswith("*.") else None
     upstream_prefix = urlsplit(upstream_url).path.rstrip("/")
     extra = "" if route.upstream_path == "/" else route.upstream_path
+    given = route.model_fields_set
+    cors = route.cors if "cors" in given else security.cors
+    headers = security.response_headers
+    if route.response_headers is not None:
+        headers = route.response_headers.over(headers)
+    elif "response_headers" in given:  # `response_headers: null`: none on this route
+        headers = ResponseHeaders()
+    added = headers.pairs()
     return CompiledRoute(
         name=route.label,
         prefix=route.path,
@@ -58,6 +75,9 @@ def compile_route(route: Route, default_max_body: int, upstream_url: str) -> Com
         auth=route.auth,
         max_body_size=int(route.max_body_size or default_max_body),
         spec=route,
+        cors=cors,
+        added_headers=added,
+        replaced_headers=frozenset(name for name, _ in added),
     )
 
 
@@ -80,7 +100,9 @@ class RouteTable:
         default = int(gateway.security.max_body_size)
         return cls(
             [
-                compile_route(route, default, gateway.upstreams[route.upstream].url)
+                compile_route(
+                    route, default, gateway.upstreams[route.upstream].url, gateway.security
+                )
                 for route in gateway.routes
             ]
         )

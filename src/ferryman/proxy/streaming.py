@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -71,6 +72,7 @@ class Forwarder:
         self._metrics = metrics
         self._trusted = trusted
         self._pools: dict[str, KeyPool] = {}
+        self._refusals: dict[str, float] = {}
 
     def install_pools(self, pools: dict[str, KeyPool]) -> None:
         """Use these key pools for the upstreams whose credential is `pool`."""
@@ -161,7 +163,7 @@ class Forwarder:
                 response = await self._with_pool(
                     attempt, upstream, method, url, headers, data, client, ctx
                 )
-            await self._relay(response, send, ctx, method, route.name, reading)
+            await self._relay(response, send, ctx, method, route, reading)
         except StreamAborted:
             if attempt is not None:
                 attempt.broke_off()
@@ -280,11 +282,15 @@ class Forwarder:
         send: Send,
         ctx: RequestContext,
         method: str,
-        route: str,
+        route: CompiledRoute,
         reading: Reading | None = None,
     ) -> None:
         status = response.status
-        headers = response_headers(response.raw_headers)
+        headers = response_headers(response.raw_headers, ctx.upstream or "", self._refused)
+        if route.added_headers:
+            replaced = route.replaced_headers
+            headers = [h for h in headers if h[0] not in replaced]
+            headers.extend(route.added_headers)
         if ctx.response_headers:
             headers.extend(ctx.response_headers)
         start = {"type": "http.response.start", "status": status, "headers": headers}
@@ -333,7 +339,7 @@ class Forwarder:
             log.warning(
                 "upstream_stream_aborted",
                 upstream=ctx.upstream,
-                route=route,
+                route=route.name,
                 correlation_id=ctx.correlation_id,
                 reason=error.message,
                 bytes_sent=ctx.bytes_out,
@@ -347,6 +353,20 @@ class Forwarder:
             reading.answer(bytes(kept))
         ctx.response_done = True
         await send({"type": "http.response.body", "body": b""})
+
+    def _refused(self, upstream: str, cookie: bytes) -> None:
+        """An upstream tried to set or clear the gateway's own cookie (dropped). Told at
+        most once a minute per upstream: an app behind the gateway that uses a cookie of
+        that name must rename it, and must not flood the log meanwhile."""
+        now = time.monotonic()
+        if now - self._refusals.get(upstream, -math.inf) >= 60.0:
+            self._refusals[upstream] = now
+            log.warning(
+                "upstream_cookie_refused",
+                upstream=upstream,
+                cookie_name=cookie.decode("latin-1"),
+                reason="the gateway's own cookie: an upstream may neither set nor clear it",
+            )
 
     def _failed_midway(self, upstream: str, exc: BaseException) -> UpstreamError:
         error = translate(exc, upstream)
