@@ -205,3 +205,7 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'ferryman.db').resolve()}"
+
+    upstream_history_days: int = Field(default=400, ge=1)
+    """Days of per-day provider figures kept for each upstream key (pruned daily): a
+    year and a month, so this month can be set beside the same month a year ago."""
