@@ -4,6 +4,7 @@ ones read `usage_daily_totals`, the same sums without the user dimension."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -107,3 +108,18 @@ async def per_dimension(db: Database, f: Filters, column: str) -> list[dict[str,
             .order_by(func.sum(table.c.requests).desc(), col)
         )
         return [dict(row._mapping) for row in rows]
+
+
+async def per_upstream_key(
+    db: Database, key_ids: Sequence[str], start: date | None, end: date | None
+) -> dict[str, dict[str, Any]]:
+    """Totals of each of these upstream keys within [start, end], in one query over the
+    fleet-wide aggregate (all the traffic each key carried, whoever sent it)."""
+    if not key_ids:
+        return {}
+    table = usage_daily_totals
+    col = table.c.upstream_key_id
+    query = _where(table, select(col.label("id"), *_sums(table)), Filters(start=start, end=end))
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(query.where(col.in_(list(key_ids))).group_by(col))
+        return {row.id: dict(row._mapping) for row in rows}
