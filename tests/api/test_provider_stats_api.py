@@ -340,7 +340,7 @@ async def test_a_listing_costs_three_queries_whatever_the_number_of_keys(
     async with monitor(settings_factory(), openrouter, clock) as (gw, client):
         world = await build(gw, client, clock, openrouter, secret)
         admin = await world.admin()
-        tables = ("upstream_keys", "usage_daily_totals", "upstream_key_history")
+        tables = ("upstream_keys", "usage_daily", "upstream_key_history")
         seen: list[str] = []
 
         def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:

@@ -197,7 +197,7 @@ async def provider_keys(
     every = await rows.listing(db, owner_id=owner, everyone=owner is None)
     shown = every[(page - 1) * limit : page * limit]
     ids = [row.id for row in shown]
-    totals = await stats.per_upstream_key(db, ids, start_date, end_date)
+    totals = await stats.per_upstream_key(db, ids, start_date, end_date, owner)
     since = start_date
     if since is None:
         since = (end_date or service.clock.now().date()) - timedelta(days=LISTED_DAYS - 1)

@@ -111,15 +111,21 @@ async def per_dimension(db: Database, f: Filters, column: str) -> list[dict[str,
 
 
 async def per_upstream_key(
-    db: Database, key_ids: Sequence[str], start: date | None, end: date | None
+    db: Database,
+    key_ids: Sequence[str],
+    start: date | None,
+    end: date | None,
+    user_id: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Totals of each of these upstream keys within [start, end], in one query over the
-    fleet-wide aggregate (all the traffic each key carried, whoever sent it)."""
+    """Totals of each of these upstream keys within [start, end], in one query. Keys of
+    one user (`user_id`) carry only that user's traffic, so their totals come from the
+    user's rows of `usage_daily` (its user index); any keys, from the fleet-wide totals."""
     if not key_ids:
         return {}
-    table = usage_daily_totals
+    f = Filters(user_id=user_id, start=start, end=end)
+    table = _table(f)
     col = table.c.upstream_key_id
-    query = _where(table, select(col.label("id"), *_sums(table)), Filters(start=start, end=end))
+    query = _where(table, select(col.label("id"), *_sums(table)), f)
     async with db.engine.connect() as conn:
         rows = await conn.execute(query.where(col.in_(list(key_ids))).group_by(col))
         return {row.id: dict(row._mapping) for row in rows}
