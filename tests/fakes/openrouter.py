@@ -3,7 +3,8 @@
 Every route lives under /api/v1 and needs `Authorization: Bearer <key>` for a registered key
 (otherwise 401):
 
-    GET  /api/v1/key               the key's label, usage and limit, as OpenRouter shows them
+    GET  /api/v1/key               the key's label, usage (in all and today) and limit, as
+                                   OpenRouter shows them
     GET  /api/v1/credits           total_credits and total_usage, from `credits`
     POST /api/v1/chat/completions  a JSON completion, or with "stream": true an OpenAI-style
                                    SSE stream (body fields x_chunks=N, x_interval=S; with
@@ -20,6 +21,9 @@ still answer 200 for 429/500/503 keys, and for a 402 key /key shows limit_remain
 the real service does. Errors use OpenRouter's shape `{"error": {"code": N, "message":
 "..."}}`. Every answer for a registered key carries `X-Fake-Key-Label`, so tests can tell
 which key served.
+
+With `charge = True`, each completion served adds its cost to its key's `usage` and
+`usage_daily`, as the real service bills it; otherwise usage moves only when a test sets it.
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class FakeKey:
     limit: float | None = None
     behaviour: str = "ok"
     retry_after: str | None = None
+    usage_daily: float = 0.0
+    """What the key spent in the current UTC day."""
 
 
 @dataclass
@@ -133,6 +139,7 @@ class FakeOpenRouter:
     def __init__(self) -> None:
         self.keys: dict[str, FakeKey] = {}
         self.credits: tuple[float, float] = (100.0, 0.0)
+        self.charge = False
         self.requests: list[Call] = []
         self.hang_started = asyncio.Event()
         self.hang_cancelled = asyncio.Event()
@@ -288,6 +295,7 @@ class FakeOpenRouter:
         data = {
             "label": state.label,
             "usage": state.usage,
+            "usage_daily": state.usage_daily,
             "limit": limit,
             "limit_remaining": remaining,
             "is_free_tier": False,
@@ -317,6 +325,9 @@ class FakeOpenRouter:
         asked = isinstance(options, dict) and options.get("include_usage") is True
         if body.get("stream") is True and body.get("x_usage_only_if_asked") and not asked:
             usage = {}  # as OpenAI does: no usage chunk unless asked for
+        if self.charge:  # billed whether or not the answer shows its usage
+            state.usage += COST
+            state.usage_daily += COST
         if body.get("stream") is True:
             return await self._stream(
                 request, call, state, completion_id, model, chunks, interval, usage

@@ -39,6 +39,7 @@ async def test_key_endpoint_shape_for_ok_key(openrouter: FakeOpenRouter) -> None
         "data": {
             "label": "primary",
             "usage": 1.5,
+            "usage_daily": 0.0,
             "limit": 10.0,
             "limit_remaining": 8.5,
             "is_free_tier": False,
@@ -139,6 +140,31 @@ async def test_json_completion_has_usage_and_label(openrouter: FakeOpenRouter) -
     }
     assert (openrouter.served_by("k-b"), openrouter.served_by("k-a")) == (1, 0)
     assert openrouter.calls_for("k-b")[0].headers["http-referer"] == "https://ferryman.test"
+
+
+async def test_charging_bills_each_completion_to_its_key(openrouter: FakeOpenRouter) -> None:
+    openrouter.add_key("k-paid", usage=2.0, limit=10.0)
+    request = {"model": "openai/gpt-4o-mini", "messages": []}
+
+    async def complete(**extra: object) -> None:
+        async with http.post(
+            f"{openrouter.base_url}/chat/completions",
+            headers=auth("k-paid"),
+            json={**request, **extra},
+        ) as r:
+            assert r.status == 200
+            await r.read()
+
+    async with client_session() as http:
+        await complete()  # not charging yet
+        openrouter.charge = True
+        await complete()
+        await complete(stream=True)
+        async with http.get(f"{openrouter.base_url}/key", headers=auth("k-paid")) as r:
+            data = (await r.json())["data"]
+    assert data["usage"] == pytest.approx(2.0002)
+    assert data["usage_daily"] == pytest.approx(0.0002)
+    assert data["limit_remaining"] == pytest.approx(7.9998)
 
 
 async def read_events(response: aiohttp.ClientResponse, into: list[str]) -> None:

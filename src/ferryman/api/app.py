@@ -12,6 +12,7 @@ from ferryman.api import (
     errors,
     keys_routes,
     passes_routes,
+    provider_stats_routes,
     stats_routes,
     upstream_keys_routes,
     users_routes,
@@ -43,6 +44,7 @@ def create_management_app(docs: bool) -> FastAPI:
         upstream_keys_routes,
         credits_routes,
         stats_routes,
+        provider_stats_routes,
     ):
         api.include_router(module.router)
     app.include_router(api)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from ferryman.api.deps import AuthDep, CallerDep, client_ip
 from ferryman.api.schemas import UserOut
@@ -16,10 +17,32 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 class RegisterIn(BaseModel):
-    username: Annotated[str, Field(min_length=3, max_length=64)]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    # Declared before `username`, whose check reads it.
     email: Annotated[str | None, Field(max_length=254)] = None
+    """Given alone (seed 003), the address is the account's username as well."""
+    username: Annotated[str | None, Field(min_length=3, max_length=64, validate_default=True)] = (
+        None
+    )
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    password_confirm: Annotated[str | None, Field(max_length=1024)] = None
+    """When sent, it must equal `password`."""
     full_name: Annotated[str | None, Field(max_length=200)] = None
+
+    @field_validator("username")
+    @classmethod
+    def _username_or_email(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("email") is None:
+            raise PydanticCustomError("missing", "a username or an email is required")
+        return value
+
+    @field_validator("password_confirm")
+    @classmethod
+    def _confirmed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        password = info.data.get("password")
+        # Both come from the one caller: no timing to hide, a plain comparison will do.
+        if value is not None and password is not None and value != password:
+            raise PydanticCustomError("password_mismatch", "does not match password")
+        return value
 
 
 class LoginIn(BaseModel):

@@ -48,6 +48,21 @@ async def get_reader(request: Request, auth: Annotated[Auth, Depends(get_auth)])
 ReaderDep = Annotated[Identity, Depends(get_reader)]
 
 
+def check_range(start: date | None, end: date | None) -> None:
+    if start and end and start > end:
+        raise BadRequest("start_date is after end_date", code="invalid_date_range")
+
+
+def visible_owner(reader: Identity, user_id: str | None) -> str | None:
+    """Whose usage the reader may see: their own, or (admins with a JWT or session)
+    one user's, or everyone's (None)."""
+    if reader.is_admin and reader.kind != "api_key":
+        return user_id
+    if user_id is not None and user_id != reader.user_id:
+        raise Forbidden("only admins read others' usage", code="admin_required")
+    return reader.user_id
+
+
 def get_filters(
     reader: ReaderDep,
     start_date: date | None = None,
@@ -56,16 +71,9 @@ def get_filters(
     key: Annotated[str | None, Query(description="a client key's id")] = None,
     user_id: Annotated[str | None, Query(description="admins: one user")] = None,
 ) -> Filters:
-    """What the caller may see, narrowed by the query: their own usage, or (admins
-    with a JWT or session) everyone's or one user's."""
-    if start_date and end_date and start_date > end_date:
-        raise BadRequest("start_date is after end_date", code="invalid_date_range")
-    owner: str | None = reader.user_id
-    if reader.is_admin and reader.kind != "api_key":
-        owner = user_id  # None: everyone
-    elif user_id is not None and user_id != reader.user_id:
-        raise Forbidden("only admins read others' usage", code="admin_required")
-    return Filters(owner, start_date, end_date, model, key)
+    """What the caller may see, narrowed by the query."""
+    check_range(start_date, end_date)
+    return Filters(visible_owner(reader, user_id), start_date, end_date, model, key)
 
 
 FiltersDep = Annotated[Filters, Depends(get_filters)]

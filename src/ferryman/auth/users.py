@@ -50,7 +50,7 @@ class Users:
 
     async def register(
         self,
-        username: str,
+        username: str | None,
         password: str,
         *,
         email: str | None = None,
@@ -58,12 +58,28 @@ class Users:
         role: str = "user",
         permissions: tuple[str, ...] = (),
     ) -> User:
-        """A new account; BadRequest for a weak password, Conflict for a taken name."""
-        name = normalise_username(username)
+        """A new account; BadRequest for a weak password, Conflict for a taken name.
+
+        Without a username the email address is the username too. Usernames cannot hold
+        an `@`, so such a name never collides with a chosen one, and a login with the
+        address finds the account by its email as for any other.
+        """
         if email is not None:
             email = email.strip().lower()
             if not EMAIL.match(email):
                 raise BadRequest("that is not an email address", code="invalid_email")
+        if username is not None:
+            name = normalise_username(username)
+        elif email is None:
+            raise BadRequest("a username or an email is required", code="invalid_username")
+        elif not email.isascii():
+            # A username may travel upstream in a header, which must be ASCII.
+            raise BadRequest(
+                "an address with non-ASCII characters cannot be a username; choose one too",
+                code="invalid_email",
+            )
+        else:
+            name = email
         problems = self._auth.policy.problems(password)
         if problems:
             raise BadRequest("the password " + "; ".join(problems), code="weak_password")

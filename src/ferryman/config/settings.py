@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     """Seconds between syncs of each provider key's usage and credit (0: never)."""
     upstream_validation_interval: float = Field(default=86_400.0, ge=0)
     """Seconds between validations of every provider key, disabled ones included."""
+    upstream_history_days: int = Field(default=400, ge=1)
+    """Days of per-day provider figures kept for each upstream key (pruned daily): a
+    year and a month, so this month can be set beside the same month a year ago."""
     upstream_refresh_interval: float = Field(default=30.0, gt=0)
     """Seconds between reloads of the key pool from the database (changes made through
     this process or announced over Redis apply at once)."""

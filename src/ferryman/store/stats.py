@@ -4,6 +4,7 @@ ones read `usage_daily_totals`, the same sums without the user dimension."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -107,3 +108,24 @@ async def per_dimension(db: Database, f: Filters, column: str) -> list[dict[str,
             .order_by(func.sum(table.c.requests).desc(), col)
         )
         return [dict(row._mapping) for row in rows]
+
+
+async def per_upstream_key(
+    db: Database,
+    key_ids: Sequence[str],
+    start: date | None,
+    end: date | None,
+    user_id: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Totals of each of these upstream keys within [start, end], in one query. Keys of
+    one user (`user_id`) carry only that user's traffic, so their totals come from the
+    user's rows of `usage_daily` (its user index); any keys, from the fleet-wide totals."""
+    if not key_ids:
+        return {}
+    f = Filters(user_id=user_id, start=start, end=end)
+    table = _table(f)
+    col = table.c.upstream_key_id
+    query = _where(table, select(col.label("id"), *_sums(table)), f)
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(query.where(col.in_(list(key_ids))).group_by(col))
+        return {row.id: dict(row._mapping) for row in rows}

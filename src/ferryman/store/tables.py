@@ -59,7 +59,8 @@ users = Table(
     "users",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("username", String(64), nullable=False, unique=True),
+    # 254: an account registered by email alone is named by its address.
+    Column("username", String(254), nullable=False, unique=True),
     Column("email", String(254), nullable=True, unique=True),
     Column("full_name", String(200), nullable=True),
     Column("password_hash", Text, nullable=False),
@@ -157,6 +158,33 @@ upstream_keys = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_upstream_keys_upstream", "upstream"),
     Index("ix_upstream_keys_owner_id", "owner_id"),
+)
+
+#: A provider key's figures per UTC day (usage, limit, credit), as the provider last told
+#: them that day; the day's first cumulative usage is kept too, so its spend can be told
+#: for a key added mid-day. Pruned after `upstream_history_days`; deleted with its key.
+upstream_key_history = Table(
+    "upstream_key_history",
+    metadata,
+    Column(
+        "upstream_key_id",
+        String(36),
+        ForeignKey("upstream_keys.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("day", Date, nullable=False),
+    Column("usage_first", Float, nullable=True),
+    Column("usage", Float, nullable=True),
+    Column("usage_daily", Float, nullable=True),
+    Column("credit_limit", Float, nullable=True),
+    Column("limit_remaining", Float, nullable=True),
+    Column("credits_total", Float, nullable=True),
+    Column("credits_used", Float, nullable=True),
+    Column("readings", Integer, nullable=False),
+    Column("first_synced_at", UTCDateTime, nullable=False),
+    Column("synced_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("upstream_key_id", "day", name="pk_upstream_key_history"),
+    Index("ix_upstream_key_history_day", "day"),
 )
 
 #: Credit movements: the balance of a user is the sum of their rows (append-only).

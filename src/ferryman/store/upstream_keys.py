@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from ferryman.errors import Conflict
+from ferryman.store import key_history
 from ferryman.store.engine import Database
 from ferryman.store.tables import upstream_keys, users
 
@@ -65,18 +66,28 @@ class Snapshot:
     """What a provider says of a key: usage, limit and credit (None when unknown)."""
 
     usage: float | None = None
+    """Cumulative, since the key was made."""
     credit_limit: float | None = None
     limit_remaining: float | None = None
     credits_total: float | None = None
     credits_used: float | None = None
+    usage_daily: float | None = None
+    """The provider's own figure for the current UTC day (kept in the history only)."""
 
 
 def _row(row: Any) -> UpstreamKeyRow:
     return UpstreamKeyRow(**row._mapping)
 
 
-async def create(db: Database, row: UpstreamKeyRow, *, per_user_limit: int | None) -> None:
-    """Insert a key; for a user's own key, refuse it beyond `per_user_limit` (409)."""
+async def create(
+    db: Database,
+    row: UpstreamKeyRow,
+    *,
+    per_user_limit: int | None,
+    reading: Snapshot | None = None,
+) -> None:
+    """Insert a key; for a user's own key, refuse it beyond `per_user_limit` (409).
+    `reading` (what validating it told) starts its history."""
     async with db.engine.begin() as conn:
         if row.owner_id is not None and per_user_limit is not None:
             # Writing the owner's row first serialises concurrent creations for one user.
@@ -98,6 +109,8 @@ async def create(db: Database, row: UpstreamKeyRow, *, per_user_limit: int | Non
                     code="upstream_key_limit_reached",
                 )
         await conn.execute(upstream_keys.insert().values(**row.__dict__))
+        if reading is not None:
+            await key_history.record(conn, row.id, reading, row.created_at)
 
 
 async def get(db: Database, key_id: str) -> UpstreamKeyRow | None:
@@ -191,12 +204,22 @@ async def add_usage(db: Database, counts: Mapping[str, tuple[int, int, datetime 
 
 
 async def store_snapshot(db: Database, key_id: str, snapshot: Snapshot, now: datetime) -> None:
+    """The key's latest figures, and its history row of the day, in one transaction."""
+    values: dict[str, Any] = {
+        "synced_at": now,
+        "usage": snapshot.usage,
+        "credit_limit": snapshot.credit_limit,
+        "limit_remaining": snapshot.limit_remaining,
+    }
+    # Only the sync asks for the account's credit: a probe's reading leaves it as it was.
+    if snapshot.credits_total is not None or snapshot.credits_used is not None:
+        values.update(credits_total=snapshot.credits_total, credits_used=snapshot.credits_used)
     async with db.engine.begin() as conn:
-        await conn.execute(
-            update(upstream_keys)
-            .where(upstream_keys.c.id == key_id)
-            .values(synced_at=now, **snapshot.__dict__)
+        result = await conn.execute(
+            update(upstream_keys).where(upstream_keys.c.id == key_id).values(**values)
         )
+        if result.rowcount:  # not deleted meanwhile
+            await key_history.record(conn, key_id, snapshot, now)
 
 
 async def mark_checked(db: Database, key_id: str, now: datetime, *, validated: bool) -> None:

@@ -6,18 +6,28 @@
                               upstream's `probe_interval`; a success restores a key
     upstream_key_sync         usage, limit and credit of every key (providers that have them)
     upstream_key_validation   every key, disabled ones included, once a day by default
+    upstream_key_history_retention
+                              daily: per-day figures older than `upstream_history_days`
 
-In a fleet the probe, sync and validation jobs run on one instance per interval.
+In a fleet the probe, sync, validation and retention jobs run on one instance per interval.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import structlog
+
 from ferryman.config.settings import Settings
 from ferryman.observability.metrics import Metrics
+from ferryman.store import key_history
 from ferryman.tasks import Leader, Periodic
 from ferryman.upstreams.service import UpstreamKeys
 
+log = structlog.get_logger("ferryman.upstream_keys")
+
 ACCOUNTING_INTERVAL = 5.0
+DAY = 86_400.0
 
 
 class MonitorError(Exception):
@@ -89,5 +99,22 @@ def pool_jobs(
         [name for name in keyring.pools if providers[name].can_probe],
         enabled_only=False,
         validation=True,
+    )
+
+    async def prune_history() -> None:
+        before = service.clock.now().date() - timedelta(days=settings.upstream_history_days - 1)
+        removed = await key_history.prune(service.db, before)
+        if removed:
+            log.info("upstream_key_history_pruned", rows=removed, before=before.isoformat())
+
+    jobs.append(
+        Periodic(
+            "upstream_key_history_retention",
+            DAY,
+            prune_history,
+            metrics=metrics,
+            leader=leader,
+            first_delay=60.0,
+        )
     )
     return jobs

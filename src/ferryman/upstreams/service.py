@@ -173,7 +173,10 @@ class UpstreamKeys:
             updated_at=now,
         )
         await rows.create(
-            self.db, row, per_user_limit=None if owner_id is None else self.per_user_limit
+            self.db,
+            row,
+            per_user_limit=None if owner_id is None else self.per_user_limit,
+            reading=snapshot,
         )
         log.info(
             "upstream_key_added",

@@ -1,5 +1,6 @@
-"""OpenRouter: `GET /key` tells a key's validity, usage, limit and what remains of it;
-`GET /credits` the account's credit. Both take the key as `Authorization: Bearer`."""
+"""OpenRouter: `GET /key` tells a key's validity, usage (in all, and for the current UTC
+day), limit and what remains of it; `GET /credits` the account's credit. Both take the
+key as `Authorization: Bearer`."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class OpenRouterProvider(Provider):
             usage=_number(data, "usage"),
             credit_limit=_number(data, "limit"),
             limit_remaining=_number(data, "limit_remaining"),
+            usage_daily=_number(data, "usage_daily"),
         )
         remaining = snapshot.limit_remaining
         if remaining is not None and remaining <= 0:
@@ -89,5 +91,6 @@ class OpenRouterProvider(Provider):
             limit_remaining=key.limit_remaining,
             credits_total=_number(data, "total_credits"),
             credits_used=_number(data, "total_usage"),
+            usage_daily=key.usage_daily,
         )
         return Probe(probe.state, probe.message, snapshot)
