@@ -80,7 +80,9 @@ class ManagementMount:
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                # ctx.response_headers: what the API's own limits admitted (RateLimit-*).
+                added = ctx.response_headers or ()
+                message["headers"] = [*message.get("headers", ()), *extra, *added]
             await send(message)
 
         await self.management(scope, receive, secured)

@@ -20,14 +20,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from ferryman.api.deps import AuthDep, Caller, get_auth, get_caller
+from ferryman.api.limits import limit_stats
 from ferryman.auth.hashing import API_KEY_PREFIX
 from ferryman.auth.identity import Identity
 from ferryman.auth.services import Auth
 from ferryman.errors import BadRequest, Forbidden
 from ferryman.store import stats
 from ferryman.store.stats import Filters
-
-router = APIRouter(tags=["stats"])
 
 STATS_SCOPE = "stats:read"
 
@@ -46,6 +45,15 @@ async def get_reader(request: Request, auth: Annotated[Auth, Depends(get_auth)])
 
 
 ReaderDep = Annotated[Identity, Depends(get_reader)]
+
+
+async def limit_reader(request: Request, reader: ReaderDep) -> None:
+    """Every call counts against the caller's credential (`FERRYMAN_STATS_RATE_LIMIT`)."""
+    await limit_stats(request, reader)
+
+
+# Router-wide, so a new stats endpoint cannot be added without the limit.
+router = APIRouter(tags=["stats"], dependencies=[Depends(limit_reader)])
 
 
 def get_filters(

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ferryman.limits.rates import parse_rate
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -81,6 +83,12 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     """Failed logins per IP and per account within `login_failure_window` (429 beyond)."""
     login_failure_window: float = Field(default=60.0, gt=0)
+
+    auth_rate_limit: str | None = "5/minute"
+    """Registration and login attempts (`/auth/register`, `/auth/login`, `/auth/session`)
+    per client IP, successful or not: a rate as in route limits (`off`: unlimited)."""
+    stats_rate_limit: str | None = "100/hour"
+    """Stats API calls (`/stats*`, `/usage`, `/usage.csv`) per credential (`off`: unlimited)."""
 
     max_keys_per_user: int = Field(default=100, ge=1)
     max_upstream_keys_per_user: int = Field(default=10, ge=0)
@@ -193,6 +201,16 @@ class Settings(BaseSettings):
 
     def pass_price_micros(self, hours: int) -> int:
         return int(self.access_pass_prices.get(hours, Decimal(0)) * 1_000_000)
+
+    @field_validator("auth_rate_limit", "stats_rate_limit", mode="before")
+    @classmethod
+    def _rate_or_off(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().lower() in ("", "off"):
+                return None
+            parse_rate(value)  # a typo stops start-up, with the rates that would do
+            return value.strip()
+        return value
 
     @field_validator("redis_url", "database_url", mode="before")
     @classmethod
