@@ -140,7 +140,9 @@ class Settings(BaseSettings):
     """Seconds an idle client connection is kept open."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`json` (one object a line), `console` (readable lines), or `auto`: console when
+    standard output is a terminal, JSON otherwise."""
 
     log_flush_interval: float = Field(default=0.1, ge=0, le=10)
     """Seconds a finished request's access line and metrics may wait to be accounted in a
