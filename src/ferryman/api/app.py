@@ -16,6 +16,7 @@ from ferryman.api import (
     upstream_keys_routes,
     users_routes,
 )
+from ferryman.api.docs import install_docs
 from ferryman.config.gateway import MANAGEMENT_PREFIXES
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
@@ -28,10 +29,12 @@ def create_management_app(docs: bool) -> FastAPI:
     app = FastAPI(
         title="Ferryman management API",
         version=__version__,
-        docs_url="/docs" if docs else None,
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN; see api/docs.py
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
+    if docs:
+        install_docs(app, "/openapi.json")
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
     for module in (
@@ -75,7 +78,7 @@ class ManagementMount:
         ctx.route = "management"
         extra = self._headers
         if scope["path"].startswith("/docs"):
-            # The interactive docs page loads its script and styles from a CDN.
+            # The docs page sends a policy of its own (its inline script, by hash).
             extra = tuple(h for h in extra if h[0] != b"content-security-policy")
 
         async def secured(message: Message) -> None:
