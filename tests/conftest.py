@@ -100,6 +100,10 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "log_flush_interval": 0,
             # Most tests make accounts through the API; closed by default is tested on its own.
             "registration_enabled": True,
+            # Tests register and log in many accounts from 127.0.0.1 within a minute;
+            # the defaults (5 a minute, 100 an hour) are tested on their own.
+            "auth_rate_limit": "10000/minute",
+            "stats_rate_limit": "100000/hour",
             **overrides,
         }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -10,6 +10,7 @@ import structlog
 
 from ferryman import __version__
 from ferryman.api.app import ManagementMount, create_management_app
+from ferryman.api.limits import ApiLimits
 from ferryman.auth.services import Auth
 from ferryman.auth.users import Registration
 from ferryman.clock import Clock
@@ -90,6 +91,7 @@ class Ferryman:
         self.proxy = Proxy(self.table, self.forwarder, self.responder)
         self.limits = Limits(gateway.limiter, self.clock, self.metrics)
         self.proxy.install_limits(self.limits)
+        self.management.state.api_limits = ApiLimits(settings, self.limits)
         self.observe = build_stack(self)
         self._stack: ASGIApp = self.observe
 

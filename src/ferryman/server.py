@@ -25,7 +25,9 @@ from ferryman.config.loading import load_gateway
 from ferryman.config.secrets import Secrets, ensure_data_dir, ensure_secrets
 from ferryman.config.settings import Settings
 from ferryman.observability.metrics import MULTIPROC_ENV, LocalMetrics
+from ferryman.ready import Ready, announce, facts
 from ferryman.store.engine import create_database
+from ferryman.store.progress import Progress, progress
 from ferryman.upstreams.crypto import MasterKeys
 from ferryman.upstreams.keyring import Keyring
 
@@ -35,13 +37,15 @@ STARTUP_FAILURE = 3
 log = structlog.get_logger("ferryman.server")
 
 
-async def _prepare(settings: Settings, secrets: Secrets) -> None:
-    """Migrate, and open every stored upstream key (a wrong master key stops here)."""
+async def _prepare(settings: Settings, secrets: Secrets) -> tuple[Progress, str]:
+    """Migrate, and open every stored upstream key (a wrong master key stops here);
+    how far the installation is set up, and the database's URL fit to show."""
     database = create_database(settings)
     try:
         await prepare_database(database, settings.migrate_on_start)
         master_keys = MasterKeys.parse(secrets.encryption_keys.get_secret_value())
         await Keyring(database, master_keys, Clock(), LocalMetrics(), {}).load(strict=True)
+        return await progress(database), database.display_url
     finally:
         await database.dispose()
 
@@ -74,6 +78,19 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+class ReadyServer(uvicorn.Server):
+    """uvicorn's server, saying where it listens and what is next once it has bound."""
+
+    def __init__(self, config: uvicorn.Config, ready: Ready) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            announce(self.ready, self.servers[0].sockets[0])
+
+
 def _absorb(signum: int, frame: object) -> None:
     log.debug("signal_absorbed", signal=signum)
 
@@ -84,13 +101,14 @@ def serve(settings: Settings) -> None:
     registration = gateway.registration_open(settings.registration_enabled)
     for warning in gateway.warnings(registration_open=registration):
         log.warning("config_warning", detail=warning)
-    asyncio.run(_prepare(settings, ensure_secrets(settings)))
+    secrets = ensure_secrets(settings)
+    done, database = asyncio.run(_prepare(settings, secrets))
+    ready = facts(settings, gateway, done, database, bool(secrets.generated))
     # The workers find the schema current; they need not race to migrate it.
     os.environ["FERRYMAN_MIGRATE_ON_START"] = "false"
     if settings.workers > 1:
         os.environ[MULTIPROC_ENV] = _metrics_dir(settings)
     config = uvicorn_config(settings)
-    server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has drained; a stop asked for
     # is a clean exit, so that second delivery is absorbed here instead of killing us.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -102,11 +120,13 @@ def serve(settings: Settings) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Accepted sockets inherit it: no response waits on Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        announce(ready, sock)
         supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
         if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
             raise SystemExit(STARTUP_FAILURE)  # a worker could not start: not a clean stop
     else:
+        server = ReadyServer(config, ready)
         server.run()
         if not server.started:
             raise SystemExit(STARTUP_FAILURE)

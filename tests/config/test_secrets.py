@@ -43,6 +43,10 @@ def test_generated_once_with_private_permissions_and_a_log_line(tmp_path: Path) 
         second = ensure_secrets(settings_for(data))
     assert second == first
     assert not [e for e in logs if e["event"] == "secret_generated"]
+    assert (first.generated, second.generated) == (
+        ("secret_key", "encryption_keys", "key_pepper"),
+        (),
+    )
 
 
 def test_environment_values_win_and_are_never_written(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from ferryman.api import (
     upstream_keys_routes,
     users_routes,
 )
+from ferryman.api.docs import install_docs
 from ferryman.config.routes import MANAGEMENT_PREFIXES
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
@@ -29,10 +30,12 @@ def create_management_app(docs: bool) -> FastAPI:
     app = FastAPI(
         title="Ferryman management API",
         version=__version__,
-        docs_url="/docs" if docs else None,
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN; see api/docs.py
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
+    if docs:
+        install_docs(app, "/openapi.json")
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
     for module in (
@@ -77,12 +80,14 @@ class ManagementMount:
         ctx.route = "management"
         extra = self._headers
         if scope["path"].startswith("/docs"):
-            # The interactive docs page loads its script and styles from a CDN.
+            # The docs page sends a policy of its own (its inline script, by hash).
             extra = tuple(h for h in extra if h[0] != b"content-security-policy")
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                # ctx.response_headers: what the API's own limits admitted (RateLimit-*).
+                added = ctx.response_headers or ()
+                message["headers"] = [*message.get("headers", ()), *extra, *added]
             await send(message)
 
         await self.management(scope, receive, secured)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from ferryman.api.deps import AuthDep, CallerDep, client_ip
+from ferryman.api.limits import limit_auth
 from ferryman.api.schemas import UserOut
 from ferryman.auth.sessions import COOKIE
 from ferryman.errors import Forbidden
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+#: Every registration or login attempt counts against its IP, before anything is checked.
+ATTEMPT = [Depends(limit_auth)]
 
 
 class RegisterIn(BaseModel):
@@ -64,7 +68,7 @@ class SessionStarted(BaseModel):
     expires_at: str
 
 
-@router.post("/register", status_code=201)
+@router.post("/register", status_code=201, dependencies=ATTEMPT)
 async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
     if not auth.registration.open:
         raise Forbidden("registration is closed; ask an admin", code="registration_closed")
@@ -78,14 +82,14 @@ async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
     return UserOut.of(user)
 
 
-@router.post("/login")
+@router.post("/login", dependencies=ATTEMPT)
 async def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut:
     user = await auth.users.login(body.username, body.password, client_ip(request))
     token, expires_in = auth.jwt_codec.issue(user)
     return TokenOut(access_token=token, expires_in=expires_in)
 
 
-@router.post("/session")
+@router.post("/session", dependencies=ATTEMPT)
 async def start_session(
     body: LoginIn, request: Request, response: Response, auth: AuthDep
 ) -> SessionStarted:

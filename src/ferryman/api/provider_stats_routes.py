@@ -17,10 +17,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from ferryman.api.stats_routes import ReaderDep, check_range, visible_owner
+from ferryman.api.stats_routes import ReaderDep, check_range, limit_reader, visible_owner
 from ferryman.api.upstream_keys_routes import get_service
 from ferryman.auth.identity import Identity
 from ferryman.errors import NotFound
@@ -30,7 +30,10 @@ from ferryman.store.key_history import Day
 from ferryman.store.upstream_keys import UpstreamKeyRow
 from ferryman.upstreams.service import KeyView
 
-router = APIRouter(prefix="/stats/provider-keys", tags=["stats"])
+# The stats API's limit per credential applies here as on every stats route.
+router = APIRouter(
+    prefix="/stats/provider-keys", tags=["stats"], dependencies=[Depends(limit_reader)]
+)
 
 #: Days of history each key of the listing carries when no `start_date` is given (a
 #: page of 500 keys with a year each would be a 200 000-row answer).

@@ -20,14 +20,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from ferryman.api.deps import AuthDep, Caller, get_auth, get_caller
+from ferryman.api.limits import limit_stats
 from ferryman.auth.hashing import API_KEY_PREFIX
 from ferryman.auth.identity import Identity
 from ferryman.auth.services import Auth
 from ferryman.errors import BadRequest, Forbidden
 from ferryman.store import stats
 from ferryman.store.stats import Filters
-
-router = APIRouter(tags=["stats"])
 
 STATS_SCOPE = "stats:read"
 
@@ -61,6 +60,15 @@ def visible_owner(reader: Identity, user_id: str | None) -> str | None:
     if user_id is not None and user_id != reader.user_id:
         raise Forbidden("only admins read others' usage", code="admin_required")
     return reader.user_id
+
+
+async def limit_reader(request: Request, reader: ReaderDep) -> None:
+    """Every call counts against the caller's credential (`FERRYMAN_STATS_RATE_LIMIT`)."""
+    await limit_stats(request, reader)
+
+
+# Router-wide, so a new stats endpoint cannot be added without the limit.
+router = APIRouter(tags=["stats"], dependencies=[Depends(limit_reader)])
 
 
 def get_filters(

@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -51,6 +51,8 @@ class Secrets:
     secret_key: SecretStr
     encryption_keys: SecretStr
     key_pepper: SecretStr
+    generated: tuple[str, ...] = field(default=(), compare=False)
+    """Which of them this call generated (the first start tells the operator once)."""
 
 
 def ensure_data_dir(data_dir: Path) -> Path:
@@ -142,6 +144,7 @@ def ensure_secrets(settings: Settings) -> Secrets:
     }
     missing = [name for name, value in from_env.items() if value is None]
     stored: dict[str, str] = {}
+    generated: list[str] = []
     if missing:
         data_dir = ensure_data_dir(settings.data_dir)
         with _locked(data_dir) as path:
@@ -177,4 +180,5 @@ def ensure_secrets(settings: Settings) -> Secrets:
         secret_key=pick("secret_key"),
         encryption_keys=pick("encryption_keys"),
         key_pepper=pick("key_pepper"),
+        generated=tuple(generated),
     )

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ferryman.limits.rates import parse_rate
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Shortest signing key or pepper accepted: HMAC-SHA256 keys shorter than its output
@@ -109,6 +111,12 @@ class Settings(BaseSettings):
     """Failed logins per IP and per account within `login_failure_window` (429 beyond)."""
     login_failure_window: float = Field(default=60.0, gt=0)
 
+    auth_rate_limit: str | None = "5/minute"
+    """Registration and login attempts (`/auth/register`, `/auth/login`, `/auth/session`)
+    per client IP, successful or not: a rate as in route limits (`off`: unlimited)."""
+    stats_rate_limit: str | None = "100/hour"
+    """Stats API calls (`/stats*`, `/usage`, `/usage.csv`) per credential (`off`: unlimited)."""
+
     max_keys_per_user: int = Field(default=100, ge=1)
     max_upstream_keys_per_user: int = Field(default=10, ge=0)
     """Provider keys a user may add for their own traffic (0: only admins add keys)."""
@@ -162,7 +170,9 @@ class Settings(BaseSettings):
     """Seconds an idle client connection is kept open."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`json` (one object a line), `console` (readable lines), or `auto`: console when
+    standard output is a terminal, JSON otherwise."""
 
     log_flush_interval: float = Field(default=0.1, ge=0, le=10)
     """Seconds a finished request's access line and metrics may wait to be accounted in a
@@ -240,6 +250,16 @@ class Settings(BaseSettings):
             problem = master_keys_problem(value.get_secret_value())
             if problem:
                 raise ValueError(problem)
+        return value
+
+    @field_validator("auth_rate_limit", "stats_rate_limit", mode="before")
+    @classmethod
+    def _rate_or_off(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().lower() in ("", "off"):
+                return None
+            parse_rate(value)  # a typo stops start-up, with the rates that would do
+            return value.strip()
         return value
 
     @field_validator("redis_url", "database_url", mode="before")

@@ -147,16 +147,21 @@ class Limits:
 
 
 class RouteLimits:
-    """One route's tiers, compiled."""
+    """One route's tiers, compiled; or, without a route, the given tiers (the management
+    API's own limits, which no gateway file describes)."""
 
-    def __init__(self, route: Route, name: str, limits: Limits) -> None:
+    def __init__(
+        self, route: Route | None, name: str, limits: Limits, tiers: Sequence[CompiledTier] = ()
+    ) -> None:
         self.name = name
         self.limits = limits
-        fallback = default_by(route)
-        self.tiers = [
-            CompiledTier.of(name, index, tier.by or fallback, tier.algorithm, tier.parsed)
-            for index, tier in enumerate(route.limits)
-        ]
+        if route is not None:
+            fallback = default_by(route)
+            tiers = [
+                CompiledTier.of(name, index, tier.by or fallback, tier.algorithm, tier.parsed)
+                for index, tier in enumerate(route.limits)
+            ]
+        self.tiers = list(tiers)
         self.policy = ", ".join(
             f"{t.rate.burst if t.algorithm == 'gcra' else t.rate.count};w={t.rate.period:g}"
             for t in self.tiers

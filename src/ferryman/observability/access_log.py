@@ -77,5 +77,6 @@ def write(records: list[Record]) -> None:
         return
     logger = structlog.get_logger("ferryman.access")
     for record in records:
-        fields = render(record)
+        # For a person reading: no empty fields (the level is the logger's own).
+        fields = {k: v for k, v in render(record).items() if v is not None and k != "level"}
         logger.log(record[1], fields.pop("event"), **fields)

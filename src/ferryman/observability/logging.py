@@ -1,9 +1,10 @@
-"""JSON logs on stdout, one event a line, with secrets scrubbed on the way out.
+"""Logs on stdout, one event a line, with secrets scrubbed on the way out.
 
-structlog renders Ferryman's own events; the standard library's loggers (uvicorn,
-alembic, aiohttp) go through the same processors, so every line has one shape.
-Redaction is the last processor before rendering: a secret that reached a log call by
-mistake still never reaches the stream.
+JSON (one object a line) for files and pipes, readable lines on a terminal
+(`FERRYMAN_LOG_FORMAT=auto`, see `console`). structlog renders Ferryman's own events;
+the standard library's loggers (uvicorn, alembic, aiohttp) go through the same
+processors, so every line has one shape. Redaction is the last processor before either
+renderer: a secret that reached a log call by mistake still never reaches the stream.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from ferryman.observability.console import (
+    ConsoleRenderer,
+    QuietUvicorn,
+    quiet_startup,
+    resolve_format,
+)
 
 REDACTED = "[redacted]"
 
@@ -181,27 +189,23 @@ class _StreamAbortFilter(logging.Filter):
         return not isinstance(exc, StreamAborted)
 
 
-class _ConsoleRenderer:
-    def __init__(self) -> None:
-        self._inner = structlog.dev.ConsoleRenderer(colors=False)
-
-    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> bytes:
-        return self._inner(logger, name, event_dict).encode()
-
-
 def configure_logging(
-    level: str = "info", fmt: str = "json", stream: BinaryIO | None = None
+    level: str = "info", fmt: str = "auto", stream: BinaryIO | None = None
 ) -> None:
-    """Set up structlog and the standard library's logging to write to `stream`."""
+    """Set up structlog and the standard library's logging to write to `stream`:
+    `json`, `console`, or `auto` (console when `stream` is a terminal)."""
     out = stream if stream is not None else sys.stdout.buffer
-    renderer: Processor = _render if fmt == "json" else _ConsoleRenderer()
+    fmt = resolve_format(fmt, out)
+    renderer: Processor = _render if fmt == "json" else ConsoleRenderer()
     numeric = _LEVELS.get(level, logging.ERROR)
     Sink.stream, Sink.level, Sink.json = out, numeric, fmt == "json"
     shared: list[Processor] = [structlog.processors.add_log_level, timestamp]
+    quiet = fmt == "console" and numeric > logging.DEBUG
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             *shared,
+            *([quiet_startup] if quiet else []),
             structlog.processors.format_exc_info,
             redact,
             renderer,
@@ -222,6 +226,8 @@ def configure_logging(
     )
     handler = logging.StreamHandler(_BinaryToText(out))
     handler.setFormatter(formatter)
+    if quiet:
+        handler.addFilter(QuietUvicorn())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
