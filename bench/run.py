@@ -86,6 +86,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         route={"name": "pass", "path": "/pass", "upstream": "static", "strip_prefix": True},
     ),
     Scenario(
+        name="unmetered",
+        path="/unmetered/v1/chat/completions",
+        route={
+            "name": "unmetered",
+            "path": "/unmetered",
+            "upstream": "static",
+            "strip_prefix": True,
+            "meter": "none",
+        },
+    ),
+    Scenario(
         name="api_key",
         path="/keyed/v1/chat/completions",
         route={
@@ -106,7 +117,13 @@ SCENARIOS: tuple[Scenario, ...] = (
             "upstreams": {
                 "pooled": {
                     "url": "{upstream}",
-                    "credential": {"kind": "pool", "probe_interval": 0},
+                    # An open route: the pool is lent to everyone (the default lends
+                    # it only to granted accounts).
+                    "credential": {
+                        "kind": "pool",
+                        "probe_interval": 0,
+                        "shared_access": "everyone",
+                    },
                 }
             }
         },
@@ -959,10 +976,11 @@ def compute_ratios(
             ferryman_rss < TARGET_RSS_MB,
         )
     )
+    measured = {r.target for r in results}
     for scenario in SCENARIOS:
-        if scenario.name == BASELINE:
-            continue
         name = f"ferryman:{scenario.name}"
+        if scenario.name == BASELINE or name not in measured:
+            continue
         against = f"ferryman:{scenario.baseline}"
         value = _ratio(results, name, against, HIGH, "requests_per_sec")
         goal = "info" if scenario.target is None else f">= {scenario.target:.2f}"
@@ -1094,7 +1112,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="backend of the `limited` scenario's rate limits; redis needs FERRYMAN_REDIS_URL"
         " (default redis://127.0.0.1:6379/0) (memory)",
     )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="measure only these Ferryman scenarios (comma-separated, e.g. pass,unmetered; "
+        "their baselines are added, direct and floor always run): quick A/B checks",
+    )
     args = parser.parse_args(argv)
+    if args.only:
+        known = {s.name: s for s in SCENARIOS}
+        wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            parser.error(
+                f"--only: unknown scenario {', '.join(unknown)} (known: {', '.join(known)})"
+            )
+        wanted |= {known[name].baseline for name in wanted} | {BASELINE}
+        args.only = wanted
     if args.duration < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error(
             "--duration and --rounds must be >= 1, --warmup >= 0 (whole seconds, as wrk takes)"
@@ -1176,6 +1210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss: dict[str, float] = {}
     try:
         with services(ws, pin, args.limiter, args.database) as run:
+            if args.only:
+                run.targets = [
+                    t
+                    for t in run.targets
+                    if not t.name.startswith("ferryman:") or t.name.split(":", 1)[1] in args.only
+                ]
             for target in run.targets:
                 check_target(target)
             rss["ferryman RSS at start"] = rss_mb(run.ferryman_pid)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
+from concurrent.futures import ProcessPoolExecutor
 
 import structlog
 import uvicorn
@@ -48,6 +50,17 @@ async def _prepare(settings: Settings, secrets: Secrets) -> tuple[Progress, str]
         return await progress(database), database.display_url
     finally:
         await database.dispose()
+
+
+def _prepare_in_child(settings: Settings, secrets: Secrets) -> tuple[Progress, str]:
+    return asyncio.run(_prepare(settings, secrets))
+
+
+def _prepare_apart(settings: Settings, secrets: Secrets) -> tuple[Progress, str]:
+    """`_prepare` in a forked child: migrating loads Alembic and Mako (11 MB) that the
+    serving process, with one worker this very process, then never carries."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+        return child.submit(_prepare_in_child, settings, secrets).result()
 
 
 def _metrics_dir(settings: Settings) -> str:
@@ -102,7 +115,7 @@ def serve(settings: Settings) -> None:
     for warning in gateway.warnings(registration_open=registration):
         log.warning("config_warning", detail=warning)
     secrets = ensure_secrets(settings)
-    done, database = asyncio.run(_prepare(settings, secrets))
+    done, database = _prepare_apart(settings, secrets)
     ready = facts(settings, gateway, done, database, bool(secrets.generated))
     # The workers find the schema current; they need not race to migrate it.
     os.environ["FERRYMAN_MIGRATE_ON_START"] = "false"

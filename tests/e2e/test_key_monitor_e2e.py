@@ -45,10 +45,10 @@ async def openrouter() -> AsyncIterator[FakeOpenRouter]:
 
 
 def key_monitor(base_url: str) -> dict[str, Any]:
-    """examples/key-monitor.yaml pointed at the fake, with metering on its route."""
+    """examples/key-monitor.yaml (which meters its route as LLM calls) pointed at the fake."""
     config: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     config["upstreams"]["openrouter"]["url"] = base_url
-    config["routes"][0]["meter"] = "llm"
+    assert config["routes"][0]["meter"] == "llm"
     return config
 
 

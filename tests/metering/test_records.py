@@ -97,7 +97,7 @@ async def test_a_stream_cut_midway_is_recorded_with_what_was_seen(
 async def test_http_metering_records_every_proxied_request(
     settings: Settings, openrouter: FakeOpenRouter
 ) -> None:
-    async with pooled(settings, openrouter, {KEY: None}, route_extra={"meter": "http"}) as gw:
+    async with pooled(settings, openrouter, {KEY: None}) as gw:  # meter: http (default)
         async with client_session() as http:
             for _ in range(3):
                 async with http.get(gw.url + "/v1/models") as response:
@@ -107,10 +107,10 @@ async def test_http_metering_records_every_proxied_request(
         assert (await rows(gw, usage_daily))[0]["requests"] == 3
 
 
-async def test_a_route_without_meter_records_nothing(
+async def test_a_route_with_meter_none_records_nothing(
     settings: Settings, openrouter: FakeOpenRouter
 ) -> None:
-    async with pooled(settings, openrouter, {KEY: None}) as gw:  # meter: none (default)
+    async with pooled(settings, openrouter, {KEY: None}, route_extra={"meter": "none"}) as gw:
         async with client_session() as http:
             async with http.post(gw.url + "/v1/chat/completions", json=CHAT) as response:
                 await response.read()

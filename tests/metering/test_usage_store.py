@@ -113,6 +113,44 @@ async def test_a_record_reads_back_as_written_every_field(db_settings: Settings)
         await db.dispose()
 
 
+async def test_pruning_finds_its_bound_by_key_and_keeps_stragglers_right(
+    db_settings: Settings,
+) -> None:
+    """Records have no time index: the prune bisects on `seq`. Forty days written a day
+    at a time, a few records written late (out of time order, as batches of a fleet
+    are), and records at the very bound: exactly those before it go."""
+    db = create_database(db_settings)
+    try:
+        await migrate.upgrade(db)
+        assert await usage.prune(db, DAY) == 0  # an empty table
+        start = DAY - timedelta(days=40)
+        bound = start + timedelta(days=30)
+        # Finished just before the bound, written in the next batch (out of time order).
+        late = [row(n, at=bound - timedelta(seconds=5)) for n in (10_000, 10_001)]
+        number = 0
+        for day in range(40):
+            rows = late if day == 30 else []
+            for minute in range(0, 24 * 60, 97):
+                number += 1
+                rows.append(row(number, at=start + timedelta(days=day, minutes=minute)))
+            await usage.write(db, rows)
+        await usage.write(db, [row(10_002, at=bound)])  # exactly at the bound: kept
+        async with db.engine.connect() as conn:
+            before = (await conn.execute(
+                select(func.count()).select_from(usage_records).where(usage_records.c.at < bound)
+            )).scalar()  # fmt: skip
+            total = (await conn.execute(select(func.count()).select_from(usage_records))).scalar()
+        assert await usage.prune(db, bound) == before
+        async with db.engine.connect() as conn:
+            left = (await conn.execute(select(usage_records.c.at))).scalars().all()
+        assert len(left) == total - before
+        assert min(left) == bound
+        # Every record older than anything left: all of them go, the table's end is found.
+        assert await usage.prune(db, DAY + timedelta(days=1)) == len(left)
+    finally:
+        await db.dispose()
+
+
 async def test_the_sequence_key_migration_keeps_every_record(db_settings: Settings) -> None:
     """0009 rebuilds usage_records with a `seq` key: records written before it stay,
     numbered in time order, and going back down keeps them too."""

@@ -31,6 +31,35 @@ async def test_migrations_go_up_and_down_and_are_idempotent(database: Database) 
     assert await migrate.current(database) == migrate.head_revision()
 
 
+def test_the_head_constant_is_alembics_head() -> None:
+    """`HEAD` saves a serving process from importing Alembic; it must name the newest
+    script (add a migration: move `HEAD` with it)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_current_head() == migrate.HEAD
+
+
+def test_a_serving_process_never_imports_alembic() -> None:
+    """Reading the revision and building the app leave Alembic and Mako unloaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncio, tempfile\n"
+        "from ferryman.app import Ferryman\n"
+        "from ferryman.config.settings import Settings\n"
+        "from ferryman.store import migrate\n"
+        "from ferryman.store.engine import create_database\n"
+        "db = create_database(Settings(_env_file=None, data_dir=tempfile.mkdtemp()))\n"
+        "print(asyncio.run(migrate.current(db)), migrate.head_revision())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"None {migrate.HEAD}", "[]"]
+
+
 async def test_concurrent_migrators_do_not_collide(db_settings: Settings) -> None:
     databases = [create_database(db_settings) for _ in range(4)]
     try:

@@ -83,10 +83,10 @@ class Route(Model):
     response_headers: ResponseHeaders | None = None
     """Security headers for this route's answers, laid over `security.response_headers`
     field by field (a field set to null removes that header here)."""
-    meter: Literal["none", "http", "llm"] = "none"
-    """Usage records: `http` (one per request: who, status, timings, bytes), `llm` (also
-    the model, tokens and cost of OpenAI-compatible JSON and SSE answers), or `none`
-    (the default while the batched writer is being made cheaper: see the README)."""
+    meter: Literal["none", "http", "llm"] = "http"
+    """Usage records: `http` (the default: one per request: who, status, timings,
+    bytes), `llm` (also the model, tokens and cost of OpenAI-compatible JSON and SSE
+    answers), or `none` (no record)."""
     stream_usage: bool = False
     """With `meter: llm`: ask for the usage chunk of streamed completions by adding
     `stream_options.include_usage: true` to JSON requests that set `stream: true`

@@ -36,9 +36,9 @@ def usage_row(record: Record, reading: Reading | None, prices: PriceTable) -> Us
         upstream_key,
         model,
         status,
-        round(seconds * 1000, 3),
-        None if ttfb is None else round(ttfb * 1000, 3),
-        None if upstream_total is None else round(upstream_total * 1000, 3),
+        int(seconds * 1_000_000) / 1000,  # milliseconds to the microsecond
+        None if ttfb is None else int(ttfb * 1_000_000) / 1000,
+        None if upstream_total is None else int(upstream_total * 1_000_000) / 1000,
         bytes_in,
         bytes_out,
         prompt,

@@ -98,6 +98,16 @@ def _mask(match: re.Match[str]) -> str:
 
 def scrub(text: str) -> str:
     """Mask anything in free text shaped like a bearer token, JWT or API key."""
+    # Every shape starts with one of these: five substring tests cost a tenth of the
+    # regex, which every access line's path would otherwise pay.
+    if (
+        "fm_" not in text
+        and "sk-" not in text
+        and "eyJ" not in text
+        and "Bearer" not in text
+        and "Basic" not in text
+    ):
+        return text
     return _SECRET_SHAPES.sub(_mask, text)
 
 

@@ -234,7 +234,7 @@ usage_records = Table(
     Column("total_tokens", Integer, nullable=True),
     Column("cost", Float, nullable=True),
     Column("correlation_id", String(128), nullable=False),
-    Index("ix_usage_records_at", "at"),
+    # No index besides the key: `seq` follows `at`, which pruning uses (store.usage).
 )
 
 

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Dialect, Table, bindparam, delete
+from sqlalchemy import Dialect, Table, and_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ferryman.store.engine import Database
 from ferryman.store.tables import usage_daily, usage_daily_totals, usage_records
@@ -207,8 +208,48 @@ async def write(db: Database, rows: Sequence[UsageRow]) -> None:
         await conn.execute(upsert(db.backend, usage_daily_totals, TOTALS_KEYS), total)
 
 
+#: How far out of time order records may be written (batches are appended in the order
+#: requests finished, give or take a flush interval; instances of a fleet, each its own
+#: interval): the pruning bound's margin.
+DISORDER = timedelta(hours=1)
+
+
 async def prune(db: Database, before: datetime) -> int:
-    """Delete raw records older than `before`; the aggregates stay."""
+    """Delete raw records older than `before`; the aggregates stay.
+
+    Records carry no index on their time (every insert would pay for it): `seq` grows
+    with it, so a bisection over the key finds a bound past which nothing is older than
+    `before` (a few dozen reads by key), and the delete walks the key up to there."""
     async with db.engine.begin() as conn:
-        result = await conn.execute(delete(usage_records).where(usage_records.c.at < before))
+        bound = await _first_seq_at_or_after(conn, before + DISORDER)
+        condition = usage_records.c.at < before
+        if bound is not None:
+            condition = and_(usage_records.c.seq < bound, condition)
+        result = await conn.execute(delete(usage_records).where(condition))
     return int(result.rowcount or 0)
+
+
+async def _first_seq_at_or_after(conn: AsyncConnection, when: datetime) -> int | None:
+    """The first `seq` whose record is at or after `when`, taking the records' times to
+    grow with `seq`; None when every record is older."""
+    seq = usage_records.c.seq
+    low = await conn.scalar(select(func.min(seq)))
+    high = await conn.scalar(select(func.max(seq)))
+    if low is None or high is None:
+        return None
+    high += 1  # exclusive: "none is that recent" until a probe finds one
+    found: int | None = None
+    while low < high:
+        middle = (low + high) // 2
+        probe = (
+            await conn.execute(
+                select(seq, usage_records.c.at).where(seq >= middle).order_by(seq).limit(1)
+            )
+        ).first()
+        if probe is None or probe.at >= when:
+            high = middle
+            if probe is not None:
+                found = probe.seq
+        else:
+            low = probe.seq + 1
+    return found
