@@ -55,6 +55,15 @@ async def test_an_email_alone_registers_an_account_named_by_it(
         assert (claims["sub"], claims["username"]) == (user["id"], "ann@example.com")
     _, me = await client.call("GET", "/users/me", token=token, expect=200)
     assert me == user
+    # Seed 003's login body names the address `email`.
+    _, body = await client.call(
+        "POST", "/auth/login", json={"email": "ann@example.com", "password": PASSWORD}, expect=200
+    )
+    assert body["token_type"] == "bearer" and body["access_token"]
+    assert_error(
+        await client.call("POST", "/auth/login", json={"password": PASSWORD}), 422,
+        "validation_error",
+    )  # fmt: skip
 
     # The address is taken, as an email and as a name.
     for body in ({}, {"username": "ann2"}):

@@ -50,9 +50,27 @@ class RegisterIn(BaseModel):
 
 
 class LoginIn(BaseModel):
-    username: Annotated[str, Field(min_length=1, max_length=254)]
+    # Declared before `username`, whose check reads it.
+    email: Annotated[str | None, Field(min_length=1, max_length=254)] = None
+    """The account's email address (seed 003's login), instead of `username`."""
+    username: Annotated[str | None, Field(min_length=1, max_length=254, validate_default=True)] = (
+        None
+    )
     """A username, or the account's email address."""
     password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+    @field_validator("username")
+    @classmethod
+    def _username_or_email(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("email") is None:
+            raise PydanticCustomError("missing", "a username or an email is required")
+        return value
+
+    @property
+    def login(self) -> str:
+        login = self.username if self.username is not None else self.email
+        assert login is not None  # the validator saw to it
+        return login
 
 
 class TokenOut(BaseModel):
@@ -84,7 +102,7 @@ async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
 
 @router.post("/login", dependencies=ATTEMPT)
 async def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut:
-    user = await auth.users.login(body.username, body.password, client_ip(request))
+    user = await auth.users.login(body.login, body.password, client_ip(request))
     token, expires_in = auth.jwt_codec.issue(user)
     return TokenOut(access_token=token, expires_in=expires_in)
 
@@ -95,7 +113,7 @@ async def start_session(
 ) -> SessionStarted:
     """Log in with a server-side session held by an HttpOnly cookie."""
     ip = client_ip(request)
-    user = await auth.users.login(body.username, body.password, ip)
+    user = await auth.users.login(body.login, body.password, ip)
     session, cookie = await auth.sessions.start(
         user, user_agent=request.headers.get("user-agent"), client_ip=ip
     )
