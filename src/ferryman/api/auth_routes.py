@@ -20,8 +20,19 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 ATTEMPT = [Depends(limit_auth)]
 
 
-class RegisterIn(BaseModel):
-    # Declared before `username`, whose check reads it.
+class _UsernameOrEmail(BaseModel):
+    """A body naming an account by `username` or `email`; subclasses declare `email`
+    before `username`, whose check reads it."""
+
+    @field_validator("username", check_fields=False)
+    @classmethod
+    def _username_or_email(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("email") is None:
+            raise PydanticCustomError("missing", "a username or an email is required")
+        return value
+
+
+class RegisterIn(_UsernameOrEmail):
     email: Annotated[str | None, Field(max_length=254)] = None
     """Given alone (seed 003), the address is the account's username as well."""
     username: Annotated[str | None, Field(min_length=3, max_length=64, validate_default=True)] = (
@@ -31,13 +42,6 @@ class RegisterIn(BaseModel):
     password_confirm: Annotated[str | None, Field(max_length=1024)] = None
     """When sent, it must equal `password`."""
     full_name: Annotated[str | None, Field(max_length=200)] = None
-
-    @field_validator("username")
-    @classmethod
-    def _username_or_email(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and info.data.get("email") is None:
-            raise PydanticCustomError("missing", "a username or an email is required")
-        return value
 
     @field_validator("password_confirm")
     @classmethod
@@ -49,8 +53,7 @@ class RegisterIn(BaseModel):
         return value
 
 
-class LoginIn(BaseModel):
-    # Declared before `username`, whose check reads it.
+class LoginIn(_UsernameOrEmail):
     email: Annotated[str | None, Field(min_length=1, max_length=254)] = None
     """The account's email address (seed 003's login), instead of `username`."""
     username: Annotated[str | None, Field(min_length=1, max_length=254, validate_default=True)] = (
@@ -58,13 +61,6 @@ class LoginIn(BaseModel):
     )
     """A username, or the account's email address."""
     password: Annotated[str, Field(min_length=1, max_length=1024)]
-
-    @field_validator("username")
-    @classmethod
-    def _username_or_email(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and info.data.get("email") is None:
-            raise PydanticCustomError("missing", "a username or an email is required")
-        return value
 
     @property
     def login(self) -> str:

@@ -14,7 +14,7 @@ their metered totals (grouped by key), their history.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -122,7 +122,6 @@ class ProviderKeyOut(BaseModel):
     @classmethod
     def of(cls, view: KeyView, totals: dict[str, Any] | None, days: list[Day]) -> ProviderKeyOut:
         row = view.row
-        until = view.state_until if view.state == "cooling_down" else None
         metered = MeteredTotals()
         if totals is not None:
             metered = MeteredTotals(
@@ -142,7 +141,7 @@ class ProviderKeyOut(BaseModel):
             is_active=row.enabled,
             enabled=row.enabled,
             state=view.state,
-            cooling_until=datetime.fromtimestamp(until, UTC) if until else None,
+            cooling_until=view.cooling_until,
             last_error=view.last_error,
             last_checked_at=row.last_checked_at,
             last_used_at=row.last_used_at,

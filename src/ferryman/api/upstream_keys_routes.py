@@ -7,7 +7,7 @@ once, validated with the provider, sealed, and never returned: every view is mas
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -87,7 +87,6 @@ class UpstreamKeyOut(BaseModel):
     @classmethod
     def of(cls, view: KeyView) -> UpstreamKeyOut:
         row = view.row
-        until = view.state_until if view.state == "cooling_down" else None
         return cls(
             id=row.id,
             upstream=row.upstream,
@@ -98,7 +97,7 @@ class UpstreamKeyOut(BaseModel):
             weight=row.weight,
             enabled=row.enabled,
             state=view.state,
-            cooling_until=datetime.fromtimestamp(until, UTC) if until else None,
+            cooling_until=view.cooling_until,
             last_error=view.last_error,
             last_error_at=row.last_error_at,
             last_checked_at=row.last_checked_at,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -65,6 +66,12 @@ class KeyView:
     state_until: float | None
     last_error: str | None
     in_flight: int
+
+    @property
+    def cooling_until(self) -> datetime | None:
+        """When a cooling-down key is usable again (None in any other state)."""
+        until = self.state_until if self.state == "cooling_down" else None
+        return datetime.fromtimestamp(until, UTC) if until else None
 
 
 class UpstreamKeys:
