@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import posixpath
-from urllib.parse import unquote
+import unicodedata
+from urllib.parse import unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -20,6 +21,9 @@ _ATOMS = [
     "a", "v1", "chat", ".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2f", "%2F", "%5c", "%5C",
     "\\", "/", "//", "%00", "%0d%0a", "%25", "%252e", "%252f", "@", ":", "evil.example",
     "http:", "?", "#", ";", "%", "%zz", "~", "%C3%A9", " ", "\t", "\r\n", "é",
+    # What Java servers and normalising upstreams read as dots or separators:
+    "..;", ".;", ";x=1", "%3b", "%3B", "%c0%ae", "%C0%AE", "%e0%80%ae", "%c0%af", "%c1%9c",
+    "%ef%bc%8e", "%EF%BC%8E", "%ef%bc%8f", "%ef%bc%bc", "%e2%80%a4", "%ef%b9%92", "\uff0e",
 ]  # fmt: skip
 
 
@@ -33,14 +37,39 @@ def _segments() -> st.SearchStrategy[str]:
 raw_paths = st.lists(_segments(), min_size=0, max_size=6).map(lambda parts: "/" + "/".join(parts))
 
 
+def _lenient_utf8(data: bytes) -> str:
+    """Bytes as an old or careless decoder reads them: overlong two- and three-byte
+    forms are taken for the character they spell (`c0 ae` → '.')."""
+    out: list[str] = []
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if byte in (0xC0, 0xC1) and i + 1 < len(data):
+            out.append(chr(((byte & 0x1F) << 6) | (data[i + 1] & 0x3F)))
+            i += 2
+        elif byte == 0xE0 and i + 2 < len(data) and data[i + 1] < 0xA0:
+            out.append(chr(((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)))
+            i += 3
+        else:
+            end = i + 1
+            while end < len(data) and 0x80 <= data[end] < 0xC0:
+                end += 1
+            out.append(data[i:end].decode("utf-8", "replace"))
+            i = end
+    return "".join(out)
+
+
 def _fully_decoded(path: str) -> str:
-    # What the most naive upstream could make of it: decode until stable, \ as /.
+    # What the most naive upstream could make of it: decode until stable (overlong
+    # forms too), fold fullwidth and other compatibility forms, `\` as `/`, and drop
+    # `;parameters` from each segment, as Tomcat, Jetty and Spring do.
     for _ in range(4):
-        decoded = unquote(path)
+        decoded = _lenient_utf8(unquote_to_bytes(path))
         if decoded == path:
             break
         path = decoded
-    return path.replace("\\", "/")
+    path = unicodedata.normalize("NFKC", path).replace("\\", "/")
+    return "/".join(segment.partition(";")[0] for segment in path.split("/"))
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
@@ -53,6 +82,11 @@ def _fully_decoded(path: str) -> str:
 @example(raw="//evil.example/x", strip=0, extra="")
 @example(raw="/a/..%2f..%2fx", strip=1, extra="")
 @example(raw="/%252e%252e/x", strip=0, extra="")
+@example(raw="/..;/x", strip=0, extra="")
+@example(raw="/a/%2e%2e;/x", strip=1, extra="")
+@example(raw="/%c0%ae%c0%ae/x", strip=0, extra="")
+@example(raw="/%ef%bc%8e%ef%bc%8e/x", strip=0, extra="")
+@example(raw="/..%3bjsessionid=1/x", strip=0, extra="")
 def test_a_joined_url_never_leaves_the_upstream_or_its_prefix(
     raw: str, strip: int, extra: str
 ) -> None:
@@ -99,6 +133,9 @@ def test_check_path_accepts_or_refuses_any_bytes_cleanly(raw: bytes) -> None:
         (b"/.well-known/x", "/.well-known/x"),
         (b"/a/b.c/..d", "/a/b.c/..d"),
         (b"/v%31/x", "/v1/x"),
+        (b"/a;b=1/c", "/a;b=1/c"),  # matrix parameters on ordinary segments pass
+        (b"/files/..name", "/files/..name"),
+        (b"/%E2%82%AC/x", "/\u20ac/x"),
     ],
 )
 def test_ordinary_paths_pass(raw: bytes, decoded: str) -> None:
@@ -108,7 +145,10 @@ def test_ordinary_paths_pass(raw: bytes, decoded: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     [b"", b"relative", b"/a/../b", b"/a/%2e%2e/b", b"/a%2fb", b"/a%5cb", b"/a\\b", b"//x",
-     b"/a#b", b"/a b", b"/a\r\nb", b"/%252e%252e", b"/%", b"/\xff"],
+     b"/a#b", b"/a b", b"/a\r\nb", b"/%252e%252e", b"/%", b"/\xff",
+     b"/api/..;/secret", b"/api/%2e%2e;/secret", b"/api/..%3b/x", b"/api/.;x=1/y",
+     b"/api/%c0%ae%c0%ae/x", b"/api/%e0%80%ae/x", b"/api/%ef%bc%8e%ef%bc%8e/x",
+     b"/api/%ef%bc%8f", b"/api/%e2%80%a4%e2%80%a4/x", b"/api/%ff"],
 )  # fmt: skip
 def test_dangerous_paths_are_refused(raw: bytes) -> None:
     with pytest.raises(BadRequest) as info:

@@ -7,10 +7,14 @@ separator or a dot segment behind percent-encoding, so those are refused:
 
 - the path must start with `/` and be printable ASCII, with no `\\`, `#`, `?` (a raw
   path never holds one: the query is split off before) or `//`;
-- no segment may be `.` or `..`, raw or decoded;
+- no segment may be `.` or `..`, raw or decoded, also followed by `;parameters`
+  (`..;`, `%2e%2e;x`: Java servers drop them and see `..`), nor become one once
+  Unicode-normalised (fullwidth dots, `%ef%bc%8e`);
+- escapes must decode to valid UTF-8 (no overlong `%c0%ae` for '.');
 - no segment may decode to something holding `/`, `\\` or a control character
-  (`%2f`, `%5c`, `%00`), or still holding an encoded dot or separator after one
-  decoding (`%252e`), which a second decoding upstream would turn into one.
+  (`%2f`, `%5c`, `%00`, a fullwidth solidus), or still holding an encoded dot or
+  separator after one decoding (`%252e`), which a second decoding upstream would turn
+  into one.
 
 What passes is joined by concatenation after the upstream's fixed origin, so the
 host, port and path prefix of the upstream cannot change.
@@ -19,7 +23,8 @@ host, port and path prefix of the upstream cannot change.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+import unicodedata
+from urllib.parse import unquote_to_bytes
 
 from ferryman.errors import BadRequest
 
@@ -52,27 +57,45 @@ def check_path(raw: bytes) -> str:
     if "%" not in text:
         if "/." in text:
             for segment in text.split("/"):
-                if segment in (".", ".."):
+                if _dots(segment):
                     raise _invalid("dot segment")
         return text
     if _VALID_ESCAPES.search(text):
         raise _invalid("malformed percent-escape")
     decoded_segments = []
     for segment in text.split("/"):
-        if segment in (".", ".."):
+        if _dots(segment):
             raise _invalid("dot segment")
         if "%" in segment:
-            plain = unquote(segment, errors="replace")
-            if plain in (".", ".."):
+            try:
+                plain = unquote_to_bytes(segment).decode("utf-8")
+            except UnicodeDecodeError:
+                # Overlong forms (`%c0%ae` for '.') included: some servers still read them.
+                raise _invalid("percent-escapes that are not valid UTF-8") from None
+            if _dots(plain):
                 raise _invalid("encoded dot segment")
             if "/" in plain or "\\" in plain or not plain.isprintable():
                 raise _invalid("encoded separator or control character")
             if _DOUBLE_ENCODED.search(plain):
                 raise _invalid("double-encoded dot or separator")
+            if not plain.isascii():
+                # What a normalising upstream makes of it: a fullwidth dot (U+FF0E) or
+                # solidus (U+FF0F) becomes '.' or '/'.
+                folded = unicodedata.normalize("NFKC", plain)
+                if _dots(folded) or "/" in folded or "\\" in folded:
+                    raise _invalid("a dot or separator in another form (fullwidth, ...)")
             decoded_segments.append(plain)
         else:
             decoded_segments.append(segment)
     return "/".join(decoded_segments)
+
+
+def _dots(segment: str) -> bool:
+    """Is this segment `.` or `..`, also with `;parameters` after it (`..;x=1`, which
+    Tomcat, Jetty and Spring read as `..`)?"""
+    if ";" in segment:
+        segment = segment.partition(";")[0]
+    return segment in (".", "..")
 
 
 def check_query(raw: bytes) -> None:
