@@ -101,3 +101,39 @@ def test_redact_query_masks_only_sensitive_parameters() -> None:
         redact_query("model=gpt&token=abc&Api_Key=def&page=2&sig=x")
         == "model=gpt&token=[redacted]&Api_Key=[redacted]&page=2&sig=[redacted]"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # Tokens Ferryman hands out, wherever they appear: passes (64), sessions (43 and
+        # a signature), client keys; and long random-looking runs in general.
+        ("/api/v1/proxy/" + "Ab9_" * 16 + "/x", "/api/v1/proxy/[redacted]/x"),
+        ("session " + "xY1-" * 11 + "." + "Qz8_" * 11, "session [redacted].[redacted]"),
+        ("key=fm_" + "aB3" * 15, "key=fm_[redacted]"),
+        # Ordinary identifiers stay readable.
+        ("/files/" + "0123456789abcdef" * 3, None),
+        ("/posts/a-very-long-title-of-an-article-in-lower-case-2026", None),
+        ("/v1/chat/completions", None),
+        ("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEF", None),
+    ],
+)
+def test_scrub_masks_random_tokens_but_not_identifiers(text: str, masked: str | None) -> None:
+    assert scrub(text) == (text if masked is None else masked)
+
+
+async def test_a_secret_sent_as_request_id_is_replaced_not_echoed(
+    settings: Settings, upstream: FakeUpstream, logs: LogReader, secret: Any
+) -> None:
+    key = "fm_" + secret()[:43]
+    token = secret()[:64].replace("0", "A")  # mixed case, like a pass token
+    async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
+        for sent in (key, token):
+            async with http.get(f"{gw.url}/echo/x", headers={"X-Request-ID": sent}) as r:
+                echoed = r.headers["X-Request-ID"]
+                forwarded = dict((await r.json())["headers"])["X-Request-ID"]
+            assert echoed == forwarded != sent
+            assert len(echoed) == 32
+        async with http.get(f"{gw.url}/echo/x", headers={"X-Request-ID": "ok-1"}) as r:
+            assert r.headers["X-Request-ID"] == "ok-1"
+    assert key not in logs.text() and token not in logs.text()

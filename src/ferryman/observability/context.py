@@ -7,6 +7,7 @@ import time
 from random import getrandbits
 
 from ferryman.metering.reading import Reading
+from ferryman.observability.logging import looks_secret
 from ferryman.types import Scope
 
 SCOPE_KEY = "ferryman.context"
@@ -24,9 +25,14 @@ def new_request_id() -> str:
 
 
 def pick_request_id(incoming: bytes | None) -> str:
-    """Keep a caller's `X-Request-ID` when it is sane, else make a new one."""
+    """Keep a caller's `X-Request-ID` when it is sane, else make a new one.
+
+    One shaped like a secret (a client key or token sent there by mistake, or to get it
+    written into the logs) is replaced: the id is logged, echoed and stored as is."""
     if incoming and _REQUEST_ID.match(incoming):
-        return incoming.decode("ascii")
+        text = incoming.decode("ascii")
+        if not looks_secret(text):
+            return text
     return new_request_id()
 
 

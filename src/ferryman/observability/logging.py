@@ -97,18 +97,41 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask anything in free text shaped like a bearer token, JWT or API key."""
-    # Every shape starts with one of these: five substring tests cost a tenth of the
-    # regex, which every access line's path would otherwise pay.
+    """Mask anything in free text shaped like a bearer token, JWT or API key, or like
+    the random tokens Ferryman hands out (access passes, session tokens)."""
+    # Every named shape starts with one of these: five substring tests cost a tenth of
+    # the regex, which every access line's path would otherwise pay.
     if (
-        "fm_" not in text
-        and "sk-" not in text
-        and "eyJ" not in text
-        and "Bearer" not in text
-        and "Basic" not in text
+        "fm_" in text
+        or "sk-" in text
+        or "eyJ" in text
+        or "Bearer" in text
+        or "Basic" in text
     ):
-        return text
-    return _SECRET_SHAPES.sub(_mask, text)
+        text = _SECRET_SHAPES.sub(_mask, text)
+    if len(text) >= TOKEN_LENGTH:
+        text = _LONG_TOKEN.sub(_mask_token, text)
+    return text
+
+
+#: Random tokens (passes: 64 characters, session tokens: 43, client keys: 46) are at
+#: least this long; identifiers people write (hex ids, slugs, paths) are rarely this long
+#: and mixed-case at once.
+TOKEN_LENGTH = 40
+_LONG_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_LENGTH},}}")
+
+
+def _mask_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    # Base64url randomness has both cases; hex ids, numbers and slugs do not.
+    if token.lower() != token and token.upper() != token:
+        return REDACTED
+    return token
+
+
+def looks_secret(text: str) -> bool:
+    """Would `scrub` mask any of this text?"""
+    return scrub(text) != text
 
 
 def redact_query(query: str) -> str:
