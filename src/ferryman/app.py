@@ -38,6 +38,7 @@ from ferryman.proxy.headers import TrustedProxies
 from ferryman.proxy.routing import RouteTable
 from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.upstream import UpstreamClient
+from ferryman.proxy.watchdog import Watchdog
 from ferryman.store import meta, migrate
 from ferryman.store import usage as usage_rows
 from ferryman.store.engine import Database, create_database
@@ -87,7 +88,8 @@ class Ferryman:
         self.upstream_keys: UpstreamKeys | None = None
         self.tasks: list[Periodic] = []
         self.management = create_management_app(settings.docs_enabled)
-        self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted)
+        self.watchdog = Watchdog()
+        self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted, self.watchdog)
         self.proxy = Proxy(self.table, self.forwarder, self.responder)
         self.limits = Limits(gateway.limiter, self.clock, self.metrics)
         self.proxy.install_limits(self.limits)
@@ -107,6 +109,7 @@ class Ferryman:
         await self._start_identity(self.database)
         for upstream in self.upstreams.values():
             await upstream.start()
+        self.watchdog.start()
         await self._start_key_pool(self.database)
         self._start_limits()
         self._start_metering(self.database)
@@ -268,6 +271,7 @@ class Ferryman:
             await self.keyring.close()
         if self.auth is not None:
             await self.auth.invalidations.close()
+        await self.watchdog.stop()
         for upstream in self.upstreams.values():
             await upstream.close()
         if self.redis is not None:

@@ -13,6 +13,7 @@
           ├── MethodNotAllowed       405, with Allow
           ├── PaymentRequired        402 (a balance too small for a purchase)
           ├── Conflict               409 (a username, a limit reached, ...)
+          ├── RequestTimeout         408 (a client too slow to send its body)
           ├── PayloadTooLarge        413
           ├── TooManyRequests        429, with Retry-After
           ├── ServiceUnavailable     503
@@ -120,6 +121,15 @@ class TooManyRequests(GatewayError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code, headers=[(b"retry-after", str(retry_after).encode())])
         self.retry_after = retry_after
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        # What is left of the body will not be read: the connection cannot carry on.
+        super().__init__(message, headers=[(b"connection", b"close")])
 
 
 class PayloadTooLarge(GatewayError):

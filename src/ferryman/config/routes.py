@@ -8,7 +8,7 @@ from pydantic import ByteSize, Field, field_validator, model_validator
 
 from ferryman.config.base import HOST, NAME, TOKEN, Model, normalise_prefix
 from ferryman.config.limits import LimitTier, Parallel
-from ferryman.config.security import Cors, ResponseHeaders
+from ferryman.config.security import Cors, RequestBody, ResponseHeaders
 
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
 IdentityField = Literal["user_id", "username", "role", "credential_id", "kind"]
@@ -72,6 +72,9 @@ class Route(Model):
     Copies the client sent are always removed."""
     max_body_size: ByteSize | None = None
     """Overrides `security.max_body_size` for this route."""
+    request_body: RequestBody | None = None
+    """Overrides `security.request_body` for this route, field by field (`{buffer: 0}`
+    streams every body as it arrives; `{idle_timeout: 60}` for slow uploaders)."""
     limits: tuple[LimitTier, ...] = ()
     """Rate limits, all checked together: `["60/minute", {rate: "1000/hour", by: [ip]}]`;
     a request refused by one tier consumes none."""

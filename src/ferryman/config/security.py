@@ -118,11 +118,30 @@ class ResponseHeaders(Model):
         return tuple(out)
 
 
+class RequestBody(Model):
+    """How a request's body is taken from the client before it goes upstream."""
+
+    buffer: ByteSize = ByteSize(1024 * 1024)
+    """A body up to this size is read whole before an upstream connection is taken (a
+    client that sends slowly holds no connection to the upstream); a larger one streams
+    through as it arrives."""
+    timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a buffered body may take in all (408 beyond)."""
+    idle_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds between two pieces of any body, buffered or streamed (408 beyond)."""
+
+    def over(self, base: RequestBody) -> RequestBody:
+        """These settings laid over `base`, field by field."""
+        return base.model_copy(update={name: getattr(self, name) for name in self.model_fields_set})
+
+
 class Security(Model):
     """Guards in front of every route."""
 
     max_body_size: ByteSize = ByteSize(10 * 1024 * 1024)
     """Largest request body accepted (413 beyond); `10MiB`, `512KB` or bytes."""
+    request_body: RequestBody = RequestBody()
+    """Buffering and timeouts of request bodies (a route's own are laid over these)."""
     trusted_hosts: tuple[str, ...] = ("*",)
     """Host headers accepted (`api.example.com`, `*.example.com`); `*` accepts any."""
     cors: Cors | None = None

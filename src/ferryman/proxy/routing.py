@@ -15,7 +15,9 @@ from ferryman.config.gateway import Gateway
 from ferryman.config.routes import Route
 from ferryman.config.security import Cors, ResponseHeaders, Security
 from ferryman.errors import MethodNotAllowed, NotFound
+from ferryman.proxy.client import BodyRules
 from ferryman.proxy.paths import segment_count
+from ferryman.proxy.watchdog import ticks
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class CompiledRoute:
     added_headers: tuple[tuple[bytes, bytes], ...]
     """Security headers put on every proxied answer, replacing the upstream's copies."""
     replaced_headers: frozenset[bytes]
+    body: BodyRules
+    """How request bodies are taken: limit, buffer and timeouts."""
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -63,6 +67,16 @@ def compile_route(
     elif "response_headers" in given:  # `response_headers: null`: none on this route
         headers = ResponseHeaders()
     added = headers.pairs()
+    max_body = int(route.max_body_size or default_max_body)
+    taking = security.request_body
+    if route.request_body is not None:
+        taking = route.request_body.over(taking)
+    body = BodyRules(
+        limit=max_body,
+        buffer=min(int(taking.buffer), max_body),
+        total_ticks=ticks(taking.timeout),
+        idle_ticks=ticks(taking.idle_timeout),
+    )
     return CompiledRoute(
         name=route.label,
         prefix=route.path,
@@ -73,11 +87,12 @@ def compile_route(
         strip_segments=segment_count(route.path) if route.strip_prefix else 0,
         target_prefix=upstream_prefix + extra,
         auth=route.auth,
-        max_body_size=int(route.max_body_size or default_max_body),
+        max_body_size=max_body,
         spec=route,
         cors=cors,
         added_headers=added,
         replaced_headers=frozenset(name for name, _ in added),
+        body=body,
     )
 
 

@@ -5,9 +5,11 @@ by chunk as aiohttp reads them. Only a response that declares a small
 `Content-Length` (and is not an event stream) is read whole first, which lets a
 failure inside it still be answered with a clean 502.
 
-While the upstream works, the client is watched (`ferryman.proxy.client`); if it
-leaves before the response is complete the handling task is cancelled, which closes
-the upstream connection and so cancels the upstream request.
+A body that comes in pieces is read whole first, up to the route's buffer, so a slow
+client holds no upstream connection; the client is watched (`ferryman.proxy.client`,
+`ferryman.proxy.watchdog`): too slow to send its body, it gets 408; if it leaves before
+the response is complete the handling task is cancelled, which closes the upstream
+connection and so cancels the upstream request.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ferryman.proxy.paths import check_query, join_path, strip_segments
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
+from ferryman.proxy.watchdog import Watchdog
 from ferryman.types import Receive, Scope, Send
 from ferryman.upstreams.attempt import Attempt
 from ferryman.upstreams.health import failure_of, verdict
@@ -67,7 +70,9 @@ class Forwarder:
         upstreams: dict[str, UpstreamClient],
         metrics: Metrics,
         trusted: TrustedProxies,
+        watchdog: Watchdog | None = None,
     ) -> None:
+        self._watchdog = watchdog or Watchdog()
         self._upstreams = upstreams
         self._metrics = metrics
         self._trusted = trusted
@@ -132,7 +137,7 @@ class Forwarder:
         )
         declared_length(length, route.max_body_size)
         method: str = scope["method"]
-        client = ClientStream(receive, ctx, route.max_body_size)
+        client = ClientStream(receive, ctx, route.body, self._watchdog)
         response: aiohttp.ClientResponse | None = None
         attempt: Attempt | None = None
         try:
@@ -168,12 +173,23 @@ class Forwarder:
             if attempt is not None:
                 attempt.broke_off()
             raise
+        except ClientDisconnected:
+            # It left while its body was being sent upstream (an abandoned upload, or a
+            # framing error the server closed the connection over): nothing to answer.
+            ctx.client_gone = True
+            ctx.error = "client_disconnected"
+            return
         except asyncio.CancelledError:
-            if ctx.client_gone:
+            if ctx.client_gone or client.timed_out:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                return
+                if ctx.client_gone:
+                    return
+                if ctx.status:  # too late for a 408: end the answer abruptly
+                    raise StreamAborted("the client stopped sending its body") from None
+                assert client.error is not None
+                raise client.error from None
             raise
         finally:
             client.close()
