@@ -349,4 +349,9 @@ def create_app() -> Ferryman:
     """The factory `ferryman serve` hands to uvicorn: everything from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Each worker process sets up the protocol its server runs (class settings do not
+    # cross the spawn of a worker).
+    from ferryman.protocol import GuardedProtocol
+
+    GuardedProtocol.configure(settings)
     return Ferryman(settings, load_gateway(settings))

@@ -27,6 +27,7 @@ from ferryman.config.loading import load_gateway
 from ferryman.config.secrets import Secrets, ensure_data_dir, ensure_secrets
 from ferryman.config.settings import Settings
 from ferryman.observability.metrics import MULTIPROC_ENV, LocalMetrics
+from ferryman.protocol import GuardedProtocol
 from ferryman.ready import Ready, announce, facts
 from ferryman.store.engine import create_database
 from ferryman.store.progress import Progress, progress
@@ -79,7 +80,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # The hardened protocol needs httptools (uvicorn[standard]); h11 runs unguarded.
+        http=GuardedProtocol if importlib.util.find_spec("httptools") else "h11",
         lifespan="on",
         access_log=False,
         server_header=False,

@@ -169,6 +169,14 @@ class Settings(BaseSettings):
     keepalive_timeout: int = Field(default=5, ge=1)
     """Seconds an idle client connection is kept open."""
 
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a connection may take to send a request's head (from opening, or from the
+    first byte of the next request); slower ones are closed."""
+
+    max_connections_per_ip: int = Field(default=100, ge=0)
+    """Connections one client address may hold at once, per process (0: no cap); the
+    addresses of FERRYMAN_TRUSTED_PROXIES are exempt."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     """`json` (one object a line), `console` (readable lines), or `auto`: console when

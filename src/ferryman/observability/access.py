@@ -10,7 +10,12 @@ import structlog
 from ferryman.errors import GatewayError
 from ferryman.metering.writer import UsageWriter
 from ferryman.observability.access_log import Record
-from ferryman.observability.context import SCOPE_KEY, RequestContext, pick_request_id
+from ferryman.observability.context import (
+    INVALID_REQUEST,
+    SCOPE_KEY,
+    RequestContext,
+    pick_request_id,
+)
 from ferryman.observability.metrics import Metrics
 from ferryman.observability.recorder import RequestRecorder
 from ferryman.observability.responses import Responder
@@ -101,7 +106,11 @@ class Observe:
         elapsed = time.perf_counter() - ctx.started
         status = ctx.status
         if ctx.client_gone and not ctx.response_done:
-            status = 499  # client closed request, as nginx counts it
+            if scope.get(INVALID_REQUEST):
+                status, ctx.error = 400, "invalid_request"  # answered by the server
+            else:
+                status = 499  # client closed request, as nginx counts it
+                ctx.error = ctx.error or "client_disconnected"
         elif not status:
             status = 500
         route = ctx.route or "-"

@@ -11,6 +11,9 @@ from ferryman.observability.logging import looks_secret
 from ferryman.types import Scope
 
 SCOPE_KEY = "ferryman.context"
+#: Set in a request's scope by the server when the client broke HTTP's framing midway
+#: (the server answered 400 itself and closed the connection).
+INVALID_REQUEST = "ferryman.invalid_request"
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
