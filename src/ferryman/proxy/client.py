@@ -202,6 +202,8 @@ class ClientStream:
                 self._watcher = asyncio.get_running_loop().create_task(
                     _watch_disconnect(self._receive, self._ctx, self._task)
                 )
+                # Nothing more to look at: long streams do not weigh on every tick.
+                self._watchdog.streams.discard(self)
         return False
 
     def _time_out(self, why: str) -> bool:
