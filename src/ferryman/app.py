@@ -40,6 +40,7 @@ from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.store import meta, migrate
 from ferryman.store import usage as usage_rows
+from ferryman.store.breaker import Breaker
 from ferryman.store.engine import Database, create_database
 from ferryman.store.redis import claim, connect_redis
 from ferryman.store.redis import ping as redis_ping
@@ -79,6 +80,7 @@ class Ferryman:
         self.secrets: Secrets | None = None
         self.database: Database | None = None
         self.redis: Redis | None = None
+        self.breaker: Breaker | None = None
         self.auth: Auth | None = None
         self.keyring: Keyring | None = None
         self.usage: UsageWriter | None = None
@@ -103,7 +105,13 @@ class Ferryman:
         if self.settings.redis_url:
             redis = connect_redis(self.settings.redis_url)
             self.redis = redis
-            self.readiness.add("redis", lambda: redis_ping(redis))
+            # One breaker for every caller that waits on Redis while serving requests.
+            breaker = Breaker(self.gateway.limiter.breaker, self.clock, self.metrics)
+            self.breaker = breaker
+            # Readiness asks Redis itself (not through the breaker) and shows the breaker.
+            self.readiness.add(
+                "redis", lambda: redis_ping(redis), info=lambda: {"breaker": breaker.report()}
+            )
         await self._start_identity(self.database)
         for upstream in self.upstreams.values():
             await upstream.start()
@@ -230,6 +238,8 @@ class Ferryman:
             if self.redis is None:
                 raise ConfigError("limiter.backend is redis but FERRYMAN_REDIS_URL is not set")
             limits.redis = RedisBackend(self.redis, self.settings.redis_prefix + "limits:")
+            assert self.breaker is not None
+            limits.breaker = self.breaker
 
         async def sweep() -> None:
             limits.memory.sweep(self.clock.time())
