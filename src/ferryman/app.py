@@ -152,7 +152,7 @@ class Ferryman:
         self.auth = auth
         if self.redis is not None:
             try:
-                await auth.invalidations.connect(self.redis, settings.redis_prefix)
+                await auth.invalidations.connect(self.redis, settings.redis_prefix, self.breaker)
             except Exception as exc:
                 log.warning("invalidations_unavailable", error=str(exc))
         if settings.admin_username and settings.admin_password:
@@ -179,7 +179,7 @@ class Ferryman:
         self.keyring = keyring
         if self.redis is not None:
             try:
-                await keyring.connect(self.redis, self.settings.redis_prefix)
+                await keyring.connect(self.redis, self.settings.redis_prefix, self.breaker)
             except Exception as exc:
                 log.warning("key_pool_broadcast_unavailable", error=str(exc))
         service = UpstreamKeys(
