@@ -41,6 +41,7 @@ from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.watchdog import Watchdog
 from ferryman.store import meta, migrate
 from ferryman.store import usage as usage_rows
+from ferryman.store.breaker import Breaker
 from ferryman.store.engine import Database, create_database
 from ferryman.store.redis import claim, connect_redis
 from ferryman.store.redis import ping as redis_ping
@@ -80,6 +81,7 @@ class Ferryman:
         self.secrets: Secrets | None = None
         self.database: Database | None = None
         self.redis: Redis | None = None
+        self.breaker: Breaker | None = None
         self.auth: Auth | None = None
         self.keyring: Keyring | None = None
         self.usage: UsageWriter | None = None
@@ -105,7 +107,13 @@ class Ferryman:
         if self.settings.redis_url:
             redis = connect_redis(self.settings.redis_url)
             self.redis = redis
-            self.readiness.add("redis", lambda: redis_ping(redis))
+            # One breaker for every caller that waits on Redis while serving requests.
+            breaker = Breaker(self.gateway.limiter.breaker, self.clock, self.metrics)
+            self.breaker = breaker
+            # Readiness asks Redis itself (not through the breaker) and shows the breaker.
+            self.readiness.add(
+                "redis", lambda: redis_ping(redis), info=lambda: {"breaker": breaker.report()}
+            )
         await self._start_identity(self.database)
         for upstream in self.upstreams.values():
             await upstream.start()
@@ -147,7 +155,7 @@ class Ferryman:
         self.auth = auth
         if self.redis is not None:
             try:
-                await auth.invalidations.connect(self.redis, settings.redis_prefix)
+                await auth.invalidations.connect(self.redis, settings.redis_prefix, self.breaker)
             except Exception as exc:
                 log.warning("invalidations_unavailable", error=str(exc))
         if settings.admin_username and settings.admin_password:
@@ -174,7 +182,7 @@ class Ferryman:
         self.keyring = keyring
         if self.redis is not None:
             try:
-                await keyring.connect(self.redis, self.settings.redis_prefix)
+                await keyring.connect(self.redis, self.settings.redis_prefix, self.breaker)
             except Exception as exc:
                 log.warning("key_pool_broadcast_unavailable", error=str(exc))
         service = UpstreamKeys(
@@ -233,6 +241,8 @@ class Ferryman:
             if self.redis is None:
                 raise ConfigError("limiter.backend is redis but FERRYMAN_REDIS_URL is not set")
             limits.redis = RedisBackend(self.redis, self.settings.redis_prefix + "limits:")
+            assert self.breaker is not None
+            limits.breaker = self.breaker
 
         async def sweep() -> None:
             limits.memory.sweep(self.clock.time())

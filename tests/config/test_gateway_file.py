@@ -350,6 +350,16 @@ def test_a_single_value_where_a_list_is_expected_is_a_list_of_one(tmp_path: Path
             "limiter.defaults.pigeon: 'pigeon' is not one of: api_key, access_pass, jwt or session",
         ),
         (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
+            "limiter: {breaker: {failures: 0}}",
+            "limiter.breaker.failures: must be at least 1",
+        ),
+        (
+            "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a}]\n"
+            "limiter: {breaker: {cooloff: 10, max_cooloff: 5}}",
+            "limiter.breaker: max_cooloff (5) must be at least cooloff (10)",
+        ),
+        (
             "upstreams: {a: {url: http://x}}\nroutes: [{path: /, upstream: a, name: 'a b'}]",
             "routes[0].name: 'a b' is not allowed here",
         ),

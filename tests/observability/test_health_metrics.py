@@ -61,6 +61,9 @@ async def test_readiness_fails_with_details_when_redis_is_unreachable(
     assert report["checks"]["database"]["status"] == "ok"
     assert report["checks"]["redis"]["status"] == "unavailable"
     assert "ConnectionError" in report["checks"]["redis"]["error"]
+    # The breaker is shown whatever the check's outcome (nothing on the request path
+    # has asked Redis yet, so it is still closed).
+    assert report["checks"]["redis"]["breaker"] == {"state": "closed", "opens": 0}
 
 
 async def test_readiness_reports_a_reachable_redis(
@@ -70,7 +73,16 @@ async def test_readiness_reports_a_reachable_redis(
     async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
         async with http.get(f"{gw.url}/health/ready") as r:
             assert r.status == 200
-            assert (await r.json())["checks"]["redis"]["status"] == "ok"
+            redis = (await r.json())["checks"]["redis"]
+        async with http.get(f"{gw.url}/metrics") as r:
+            text = await r.text()
+    assert redis["status"] == "ok"
+    assert redis["breaker"] == {"state": "closed", "opens": 0}
+    assert samples(text, "ferryman_redis_breaker_state") == {
+        (("state", "closed"),): 1.0,
+        (("state", "half_open"),): 0.0,
+        (("state", "open"),): 0.0,
+    }
 
 
 async def test_metrics_count_requests_by_route_and_status(

@@ -17,6 +17,8 @@ from ferryman.store.broadcast import Broadcast
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from ferryman.store.breaker import Breaker
+
 
 class Invalidations:
     """Applies invalidations to the local cache and, when connected, to the fleet's."""
@@ -55,9 +57,10 @@ class Invalidations:
         """A credential that did not exist now does (forget its negative entry)."""
         await self._publish("digest", digest)
 
-    async def connect(self, redis: Redis, prefix: str) -> None:
-        """Subscribe to the fleet's invalidations (returns once subscribed)."""
-        await self._fleet.connect(redis, prefix)
+    async def connect(self, redis: Redis, prefix: str, breaker: Breaker | None = None) -> None:
+        """Subscribe to the fleet's invalidations (returns once subscribed); publish
+        through the Redis `breaker` when given."""
+        await self._fleet.connect(redis, prefix, breaker)
 
     async def close(self) -> None:
         await self._fleet.close()

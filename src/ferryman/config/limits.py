@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ferryman.config.base import Model
 from ferryman.limits.allowance import Budget, check_period
@@ -53,6 +53,30 @@ class Parallel(Model):
     by: tuple[LimitKey, ...] | None = None
 
 
+class RedisBreaker(Model):
+    """When to stop waiting on Redis, and when to try it again (`store.breaker`).
+
+    It guards every call the request path makes to Redis (the limiter's checks and
+    charges, the fleet's broadcasts), not the readiness check."""
+
+    failures: int = Field(default=3, ge=1, le=1000)
+    """Consecutive errors or timeouts that open it: Redis is not asked meanwhile (the
+    limiter falls back per `on_error` at once)."""
+    cooloff: float = Field(default=5.0, ge=0.1, le=3600)
+    """Seconds it stays open before one call probes Redis; doubled each time the probe
+    fails."""
+    max_cooloff: float = Field(default=60.0, ge=0.1, le=3600)
+    """The longest the doubled cool-off grows."""
+
+    @model_validator(mode="after")
+    def _check_order(self) -> RedisBreaker:
+        if self.max_cooloff < self.cooloff:
+            raise ValueError(
+                f"max_cooloff ({self.max_cooloff:g}) must be at least cooloff ({self.cooloff:g})"
+            )
+        return self
+
+
 class Limiter(Model):
     """Where rate limits are counted."""
 
@@ -64,6 +88,9 @@ class Limiter(Model):
     (`fail_open`, logged once a minute) or refuse with 503 (`fail_closed`)."""
     timeout: float = Field(default=0.05, gt=0, le=5)
     """Seconds to wait for Redis."""
+    breaker: RedisBreaker = RedisBreaker()
+    """After `failures` errors or timeouts in a row, Redis is not asked for `cooloff`
+    seconds (the fallback applies at once), then one request probes it."""
     defaults: dict[Literal["api_key", "access_pass", "jwt", "session"], str] = Field(
         default_factory=dict
     )

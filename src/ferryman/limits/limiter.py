@@ -8,6 +8,8 @@ consumed. Admitted or not, the answer carries `RateLimit-Limit`, `-Remaining`,
 With the Redis backend, an error or an answer slower than `limiter.timeout` is handled
 per `on_error`: `fail_open` counts in this process instead (logged at most once a
 minute, counted in `ferryman_limiter_fallbacks_total`), `fail_closed` refuses with 503.
+After `breaker.failures` such answers in a row, Redis is not asked at all for a while
+(`store.breaker`): the fallback applies at once instead of after the timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ferryman.limits.algorithms import Decision
 from ferryman.limits.backends import MemoryBackend, RedisBackend, Tier
 from ferryman.limits.rates import Rate, parse_rate
 from ferryman.observability.metrics import Metrics
+from ferryman.store.breaker import Breaker, BreakerOpen
 
 log = structlog.get_logger("ferryman.limits")
 
@@ -95,12 +98,15 @@ class Limits:
         clock: Clock,
         metrics: Metrics,
         redis: RedisBackend | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.spec = spec
         self.clock = clock
         self.metrics = metrics
         self.memory = MemoryBackend()
         self.redis = redis
+        #: The Redis client's breaker (the app shares one with every Redis caller).
+        self.breaker = breaker or Breaker(spec.breaker, clock)
         self.fallbacks = 0
         self._last_fallback_log = -math.inf
 
@@ -110,36 +116,54 @@ class Limits:
         return await self._shared(tiers)
 
     async def _shared(self, tiers: list[Tier]) -> list[Decision]:
-        assert self.redis is not None
+        redis, breaker = self.redis, self.breaker
+        assert redis is not None
+        # Inlined `Breaker.call`: this runs for every limited request.
+        ticket = breaker.ticket if breaker.closed else breaker.admit()
+        if ticket is None:
+            return self._fallback(tiers, BreakerOpen("the Redis breaker is open"))
         try:
             async with asyncio.timeout(self.spec.timeout):
-                return await self.redis.hit(tiers)
-        except (Exception, TimeoutError) as exc:
-            if self.spec.on_error == "fail_closed":
-                raise ServiceUnavailable(
-                    "the rate limiter is unavailable", code="limiter_unavailable"
-                ) from exc
-            self.fallbacks += 1
-            self.metrics.limiter_fallback()
-            now = time.monotonic()
-            if now - self._last_fallback_log >= FALLBACK_LOG_EVERY:
-                self._last_fallback_log = now
-                log.warning(
-                    "limiter_fallback",
-                    reason=type(exc).__name__,
-                    detail=str(exc)[:200],
-                    fallbacks=self.fallbacks,
-                )
-            return self.memory.hit(tiers, self.clock.time())
+                decisions = await redis.hit(tiers)
+        except Exception as exc:  # TimeoutError included
+            breaker.failed(ticket, exc)
+            return self._fallback(tiers, exc)
+        except BaseException:
+            breaker.abandoned(ticket)
+            raise
+        breaker.succeeded(ticket)
+        return decisions
+
+    def _fallback(self, tiers: list[Tier], exc: Exception) -> list[Decision]:
+        if self.spec.on_error == "fail_closed":
+            raise ServiceUnavailable(
+                "the rate limiter is unavailable", code="limiter_unavailable"
+            ) from exc
+        self.fallbacks += 1
+        self.metrics.limiter_fallback()
+        now = time.monotonic()
+        if now - self._last_fallback_log >= FALLBACK_LOG_EVERY:
+            self._last_fallback_log = now
+            log.warning(
+                "limiter_fallback",
+                reason=type(exc).__name__,
+                detail=str(exc)[:200],
+                fallbacks=self.fallbacks,
+            )
+        return self.memory.hit(tiers, self.clock.time())
 
     async def charge(self, tiers: list[Tier]) -> None:
         """Consume what a request used after the fact (its tokens); never raises."""
-        if self.redis is not None:
+        redis = self.redis
+        if redis is not None:
             try:
-                async with asyncio.timeout(self.spec.timeout):
-                    await self.redis.charge(tiers)
+                await self.breaker.call(lambda: redis.charge(tiers), self.spec.timeout)
                 return
-            except (Exception, TimeoutError) as exc:
+            except BreakerOpen:
+                # Not logged per request: the breaker said once that it opened.
+                self.fallbacks += 1
+                self.metrics.limiter_fallback()
+            except Exception as exc:  # TimeoutError included
                 self.fallbacks += 1
                 self.metrics.limiter_fallback()
                 log.warning("limiter_charge_failed", reason=type(exc).__name__)

@@ -2,7 +2,8 @@
 
 Liveness says the process serves requests. Readiness runs every registered check
 (the database, Redis when configured, later the background jobs) concurrently, each
-with a time limit, and answers 503 with the details when one fails.
+with a time limit, and answers 503 with the details when one fails. A check may carry
+facts shown whatever its outcome, which never fail it (Redis: its breaker's state).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ferryman.observability.responses import Responder
 from ferryman.types import ASGIApp, Receive, Scope, Send
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
+#: Facts shown beside a check whatever its outcome (they never fail it).
+Info = Callable[[], dict[str, Any]]
 
 CHECK_TIMEOUT = 2.0
 
@@ -33,27 +36,37 @@ class Readiness:
 
     def __init__(self) -> None:
         self.checks: dict[str, Check] = {}
+        self.info: dict[str, Info] = {}
 
-    def add(self, name: str, check: Check) -> None:
+    def add(self, name: str, check: Check, info: Info | None = None) -> None:
         self.checks[name] = check
+        if info is not None:
+            self.info[name] = info
 
-    async def _run(self, check: Check) -> dict[str, Any]:
+    async def _run(self, check: Check, info: Info | None) -> dict[str, Any]:
         started = time.perf_counter()
+        result: dict[str, Any]
         try:
             details = await asyncio.wait_for(check(), CHECK_TIMEOUT)
         except TimeoutError:
-            return {"status": "unavailable", "error": f"no answer within {CHECK_TIMEOUT}s"}
+            result = {"status": "unavailable", "error": f"no answer within {CHECK_TIMEOUT}s"}
         except Exception as exc:
-            return {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"[:300]}
-        return {
-            "status": "ok",
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            **details,
-        }
+            result = {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        else:
+            result = {
+                "status": "ok",
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                **details,
+            }
+        if info is not None:
+            result |= info()  # read after the check: the state it may have changed
+        return result
 
     async def report(self) -> tuple[bool, dict[str, Any]]:
         names = list(self.checks)
-        results = await asyncio.gather(*(self._run(self.checks[name]) for name in names))
+        results = await asyncio.gather(
+            *(self._run(self.checks[name], self.info.get(name)) for name in names)
+        )
         checks = dict(zip(names, results, strict=True))
         ready = all(result["status"] == "ok" for result in results)
         return ready, {

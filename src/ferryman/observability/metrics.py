@@ -88,6 +88,18 @@ _LIMITER_FALLBACKS = (
 )
 
 
+_BREAKER_STATE = (
+    "ferryman_redis_breaker_state",
+    "1 for the state the Redis circuit breaker is in (closed, open, half_open), 0 for the"
+    " others; only with FERRYMAN_REDIS_URL.",
+)
+_BREAKER_TRANSITIONS = (
+    "ferryman_redis_breaker_transitions",
+    "Times the Redis circuit breaker moved to each state.",
+)
+#: The Redis breaker's states (`ferryman.store.breaker.STATES`).
+BREAKER_STATES = ("closed", "open", "half_open")
+
 _BUDGET = (
     "ferryman_budget_events",
     "Budget events by scope (credential, user) and event: refused (a request turned away"
@@ -144,6 +156,10 @@ class Metrics:
     def usage_records(self, outcome: str, count: int = 1) -> None:
         raise NotImplementedError
 
+    def redis_breaker(self, state: str, transition: bool = True) -> None:
+        """The Redis breaker is in `state` (moved there, unless `transition` is False)."""
+        raise NotImplementedError
+
     def budget_event(self, scope: str, event: str) -> None:
         raise NotImplementedError
 
@@ -190,6 +206,8 @@ class LocalMetrics(Metrics, Collector):
         self.job_success: dict[str, float] = {}
         self.job_failures: dict[str, int] = {}
         self.limiter_fallbacks = 0
+        self.breaker_state: str | None = None
+        self.breaker_transitions: dict[str, int] = {}
         self.usage: dict[str, int] = {}
         self.budget: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
@@ -246,6 +264,11 @@ class LocalMetrics(Metrics, Collector):
     def usage_records(self, outcome: str, count: int = 1) -> None:
         self.usage[outcome] = self.usage.get(outcome, 0) + count
 
+    def redis_breaker(self, state: str, transition: bool = True) -> None:
+        self.breaker_state = state
+        if transition:
+            self.breaker_transitions[state] = self.breaker_transitions.get(state, 0) + 1
+
     def budget_event(self, scope: str, event: str) -> None:
         key = (scope, event)
         self.budget[key] = self.budget.get(key, 0) + 1
@@ -290,6 +313,15 @@ class LocalMetrics(Metrics, Collector):
             failures.add_metric([job], count)
         yield failures
         yield CounterMetricFamily(*_LIMITER_FALLBACKS, value=self.limiter_fallbacks)
+        if self.breaker_state is not None:
+            breaker = GaugeMetricFamily(*_BREAKER_STATE, labels=["state"])
+            for state in BREAKER_STATES:
+                breaker.add_metric([state], 1.0 if state == self.breaker_state else 0.0)
+            yield breaker
+            moves = CounterMetricFamily(*_BREAKER_TRANSITIONS, labels=["state"])
+            for state in BREAKER_STATES:
+                moves.add_metric([state], self.breaker_transitions.get(state, 0))
+            yield moves
         usage = CounterMetricFamily(*_USAGE, labels=["outcome"])
         for outcome, count in sorted(self.usage.items()):
             usage.add_metric([outcome], count)
@@ -325,6 +357,11 @@ class SharedMetrics(Metrics):
         self._job_success = Gauge(*_JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
         self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
         self._limiter_fallbacks = Counter(*_LIMITER_FALLBACKS, registry=r)
+        # Each worker has a breaker of its own: one series per live worker (`pid`).
+        self._breaker_state = Gauge(
+            *_BREAKER_STATE, ["state"], registry=r, multiprocess_mode="liveall"
+        )
+        self._breaker_transitions = Counter(*_BREAKER_TRANSITIONS, ["state"], registry=r)
         self._usage = Counter(*_USAGE, ["outcome"], registry=r)
         self._budget = Counter(*_BUDGET, ["scope", "event"], registry=r)
 
@@ -367,6 +404,12 @@ class SharedMetrics(Metrics):
 
     def usage_records(self, outcome: str, count: int = 1) -> None:
         self._usage.labels(outcome).inc(count)
+
+    def redis_breaker(self, state: str, transition: bool = True) -> None:
+        for known in BREAKER_STATES:
+            self._breaker_state.labels(known).set(1.0 if known == state else 0.0)
+        if transition:
+            self._breaker_transitions.labels(state).inc()
 
     def budget_event(self, scope: str, event: str) -> None:
         self._budget.labels(scope, event).inc()

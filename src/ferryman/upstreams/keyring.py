@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from ferryman.proxy.upstream import UpstreamClient
+    from ferryman.store.breaker import Breaker
 
 log = structlog.get_logger("ferryman.upstream_keys")
 
@@ -250,8 +251,8 @@ class Keyring:
                 key.unflushed_failures += failures
             raise
 
-    async def connect(self, redis: Redis, prefix: str) -> None:
-        await self._fleet.connect(redis, prefix)
+    async def connect(self, redis: Redis, prefix: str, breaker: Breaker | None = None) -> None:
+        await self._fleet.connect(redis, prefix, breaker)
 
     async def close(self) -> None:
         await self._fleet.close()
