@@ -207,6 +207,10 @@ class GatewayProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.wait(5)
+        # pytest shows a test's captured output only when it fails: then the process's
+        # last words are there to read, beside the failure.
+        tail = self.output().splitlines()[-40:]
+        print(f"--- last lines of {self.log_path}:", *tail, sep="\n")
 
 
 PASSWORD = "correct horse battery staple"

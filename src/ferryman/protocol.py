@@ -8,9 +8,12 @@ plain-text 400 and a warning line. Here:
 - a connection that has not sent a whole request head within `header_timeout` seconds
   of opening, or of starting the next request, is closed (slow-header clients hold a
   socket and a file descriptor each for as long as they like otherwise);
-- one client address holds at most `per_ip` connections at once; further ones are
-  closed as soon as they open (addresses in FERRYMAN_TRUSTED_PROXIES, whose connections
-  carry many clients, are exempt);
+- one client address holds at most `per_ip` connections at once; a further one is
+  answered `503 too_many_connections` (JSON, `Retry-After: 1`) as soon as it sends
+  its request, and closed (addresses in FERRYMAN_TRUSTED_PROXIES, whose connections
+  carry many clients, are exempt). An answer, not a silent close: a busy backend that
+  outgrows the cap must see why in its own logs, and an HTTP client does not retry a
+  503 as it would a dropped connection;
 - a malformed request (a bad chunk, a broken header) is answered with Ferryman's JSON
   `400 invalid_request` and counted as such in the access line when a request was under
   way, never as an error of ours.
@@ -63,7 +66,7 @@ class GuardedProtocol(HttpToolsProtocol):
     and malformed requests answered in Ferryman's format."""
 
     header_ticks: ClassVar[int] = math.ceil(10.0 / TICK)
-    per_ip: ClassVar[int] = 100
+    per_ip: ClassVar[int] = 256
     trusted: ClassVar[TrustedProxies] = TrustedProxies([])
     #: Open connections per client address, in this process.
     open: ClassVar[dict[str, int]] = {}
@@ -75,6 +78,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     _peer: str
     _heads_since: int
+    _refused: bool = False
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
@@ -98,7 +102,33 @@ class GuardedProtocol(HttpToolsProtocol):
         if 0 < cls.per_ip < count and not cls.trusted.trusts(peer):
             cls.refused += 1
             _say(peer, "connection_refused", f"over {cls.per_ip} connections from one address")
-            transport.close()
+            # Answered once the request is in (closing with it unread would reset the
+            # connection and lose the answer); one that sends nothing meets the head
+            # timeout.
+            self._refused = True
+
+    def data_received(self, data: bytes) -> None:
+        # (uvloop holds the bound method from before connection_made: a flag, not an
+        # instance attribute, tells a refused connection.)
+        if self._refused:
+            self._refuse()
+        else:
+            super().data_received(data)
+
+    def _refuse(self) -> None:
+        if self.transport.is_closing():
+            return
+        body = error_body(
+            "too_many_connections",
+            f"at most {GuardedProtocol.per_ip} connections at once from one address",
+            new_request_id(),
+        )
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: 1\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         cls = GuardedProtocol

@@ -126,10 +126,12 @@ async def test_two_workers_without_redis_honour_a_revocation_within_a_second(
     started: Any, upstream: FakeUpstream
 ) -> None:
     gw: GatewayProcess = await started(gateway(upstream), {"FERRYMAN_WORKERS": "2"})
-    for _ in range(200):
+    for _ in range(400):
         if sum(1 for e in gw.lines() if e["event"] == "ferryman_started") == 2:
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"two workers did not start:\n{gw.output()}")
     async with client_session() as http:
         api = Api(http, gw.url)
         _, token = await api.user("rita")

@@ -5,6 +5,7 @@ paths that Java servers read differently, and secrets slipped into what gets log
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from pathlib import Path
@@ -128,6 +129,7 @@ async def test_one_address_cannot_hold_every_connection(
         held = [await open_raw(gw) for _ in range(5)]
         await asyncio.sleep(0.2)
         extra_reader, extra_writer = await open_raw(gw)
+        extra_writer.write(b"GET /echo/six HTTP/1.1\r\nHost: x\r\n\r\n")
         refused = await asyncio.wait_for(extra_reader.read(), 5)
         extra_writer.close()
         for _, writer in held:
@@ -136,7 +138,11 @@ async def test_one_address_cannot_hold_every_connection(
         assert len(await latencies(gw, 2)) == 2
     finally:
         await gw.stop()
-    assert refused == b""
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert b"retry-after: 1" in head.lower() and b"connection: close" in head.lower()
+    assert json.loads(body)["error"] == "too_many_connections"
+    assert all(r["path"] != "/echo/six" for r in upstream.seen.requests)
     assert [e["event"] for e in gw.lines() if e["event"] == "connection_refused"] == [
         "connection_refused"
     ]

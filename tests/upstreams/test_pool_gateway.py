@@ -120,7 +120,11 @@ async def test_a_body_too_large_to_replay_is_sent_once_and_a_key_failure_says_wh
 ) -> None:
     openrouter.add_key(A, behaviour="429")
     openrouter.add_key(B, label="works")
-    async with pooled(settings, openrouter, {A: None, B: None}, replay_limit=64) as gw:
+    # The route buffers 32 bytes, the pool replays 64: a larger body streams on.
+    streams = {"request_body": {"buffer": 32}}
+    async with pooled(
+        settings, openrouter, {A: None, B: None}, replay_limit=64, route_extra=streams
+    ) as gw:
 
         async def pieces() -> Any:
             for _ in range(4):
@@ -135,6 +139,21 @@ async def test_a_body_too_large_to_replay_is_sent_once_and_a_key_failure_says_wh
         assert "cannot be replayed" in body["message"]
         # A small body fails over as usual.
         assert (await chat(gw.url, json=CHAT))[::2] == (200, "works")
+
+
+async def test_a_buffered_body_is_replayed_whatever_its_size(
+    settings: Settings, openrouter: FakeOpenRouter
+) -> None:
+    openrouter.add_key(A, behaviour="429")
+    openrouter.add_key(B, label="works")
+    # Read whole before any upstream is asked (request_body.buffer, 1 MiB), the body is
+    # in memory: the replay limit does not apply to it.
+    async with pooled(settings, openrouter, {A: None, B: None}, replay_limit=64) as gw:
+        padded = json.dumps(CHAT).encode() + b" " * 4000
+        status, _, label = await chat(
+            gw.url, data=padded, headers={"Content-Type": "application/json"}
+        )
+    assert (status, label) == (200, "works")
 
 
 async def test_the_probe_restores_a_key_and_the_sync_stores_its_usage(

@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     """Seconds a connection may take to send a request's head (from opening, or from the
     first byte of the next request); slower ones are closed."""
 
-    max_connections_per_ip: int = Field(default=100, ge=0)
+    max_connections_per_ip: int = Field(default=256, ge=0)
     """Connections one client address may hold at once, per process (0: no cap); the
     addresses of FERRYMAN_TRUSTED_PROXIES are exempt."""
 
