@@ -228,11 +228,16 @@ async def test_an_absolute_form_request_target_cannot_change_the_host(
     assert request["headers"]["Host"] == f"127.0.0.1:{upstream.port}"
 
 
-async def test_websocket_handshakes_are_refused(settings: Settings, upstream: FakeUpstream) -> None:
+async def test_websocket_handshakes_are_refused_and_logged_as_refused(
+    settings: Settings, upstream: FakeUpstream, logs: Any
+) -> None:
     async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(f"{gw.url}/ws")
         assert info.value.status == 403
+    (line,) = [e for e in logs.events("request") if e["path"] == "/ws"]
+    assert (line["method"], line["status"], line["error"]) == ("GET", 403, "websocket_refused")
+    assert logs.events("unhandled_error") == []
 
 
 async def test_an_unexpected_error_is_a_json_500_and_logged(

@@ -27,10 +27,11 @@ class TrustedHost:
         if scope["type"] not in ("http", "websocket") or self.allows(host_of(scope["headers"])):
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
         ctx: RequestContext = scope[SCOPE_KEY]
+        if scope["type"] == "websocket":
+            ctx.error = "invalid_host"
+            await send({"type": "websocket.close", "code": 1008})  # a 403 to the handshake
+            return
         error = BadRequest("the Host header names no host this gateway serves", code="invalid_host")
         ctx.error = error.code
         await self._responder.error(send, error, ctx.correlation_id)

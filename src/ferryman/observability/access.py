@@ -82,6 +82,14 @@ class Observe:
                     headers.append(request_id_header)
                 else:
                     message["headers"] = [*(headers or ()), request_id_header]
+            elif kind == "websocket.accept":
+                ctx.status = 101
+            elif kind == "websocket.close" and not ctx.status:
+                # Closed before it was accepted: the server answers the handshake 403.
+                ctx.status = 403
+                ctx.response_done = True
+            elif kind == "websocket.http.response.start":
+                ctx.status = message["status"]
             await send(message)
 
         metrics = self._metrics
@@ -117,7 +125,7 @@ class Observe:
         record: Record = (
             time.time(),
             logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO,
-            scope.get("method", "WS"),
+            scope.get("method", "GET"),  # a WebSocket scope has none: its handshake is a GET
             scope.get("raw_path") or scope.get("path", "").encode(),
             scope.get("query_string", b""),
             route,

@@ -96,11 +96,12 @@ class Proxy:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
         if scope["type"] != "http":
             # WebSocket routes are not served yet: refuse the handshake (403).
+            ctx.error = "websocket_refused"
             await send({"type": "websocket.close", "code": 1008})
             return
-        ctx: RequestContext = scope[SCOPE_KEY]
         try:
             raw = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
             path = check_path(raw)
