@@ -11,6 +11,7 @@ import structlog
 from ferryman import __version__
 from ferryman.api.app import ManagementMount, create_management_app
 from ferryman.api.limits import ApiLimits
+from ferryman.api.openapi import ApiFacts
 from ferryman.auth.services import Auth
 from ferryman.auth.users import Registration
 from ferryman.clock import Clock
@@ -18,6 +19,7 @@ from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway, load_settings
 from ferryman.config.secrets import Secrets, ensure_secrets
 from ferryman.config.settings import Settings
+from ferryman.config.upstreams import PoolCredential
 from ferryman.errors import ConfigError, FerrymanError, StorageError
 from ferryman.guards.cors import Cors, CorsPolicy
 from ferryman.guards.trusted_host import TrustedHost
@@ -89,7 +91,17 @@ class Ferryman:
         self.alerts: Alerts | None = None
         self.upstream_keys: UpstreamKeys | None = None
         self.tasks: list[Periodic] = []
-        self.management = create_management_app(settings.docs_enabled)
+        self.management = create_management_app(
+            settings.docs_enabled,
+            ApiFacts(
+                pass_durations=settings.access_pass_durations,
+                pooled_upstreams=tuple(
+                    name
+                    for name, spec in gateway.upstreams.items()
+                    if isinstance(spec.credential, PoolCredential)
+                ),
+            ),
+        )
         self.watchdog = Watchdog()
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted, self.watchdog)
         self.proxy = Proxy(self.table, self.forwarder, self.responder)

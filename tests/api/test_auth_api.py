@@ -585,7 +585,7 @@ async def test_unknown_paths_and_methods_answer_in_the_json_format(
     _, client = api
     _, token = await client.user("alice")
     for method, path, allow in (
-        ("PUT", "/keys", "POST"),
+        ("PUT", "/keys", "GET, POST"),
         ("DELETE", "/users/me", "GET"),
         ("GET", "/auth/login", "POST"),
     ):

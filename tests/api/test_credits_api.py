@@ -106,6 +106,41 @@ async def test_admin_only_top_ups_with_sane_amounts(
         assert (await client.call("GET", f"/credits?user_id={user['id']}", token=admin))[0] == 200
 
 
+async def test_a_balance_has_a_ceiling_and_amounts_keep_to_the_micro_unit(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    async with running(priced(settings_factory)) as (gw, client):
+        _, admin = await make_admin(gw, client)
+        user, _ = await client.user("rich")
+        top = "/credits/top-up"
+        largest = {"user_id": user["id"], "amount": "999999999999.999999"}
+        # Ten of the largest top-ups once summed past a 64-bit integer (a 500 on SQLite).
+        await client.call("POST", top, token=admin, json=largest, expect=201)
+        assert_error(
+            await client.call("POST", top, token=admin, json=largest), 409, "balance_limit"
+        )
+        view = (await client.call("GET", f"/credits?user_id={user['id']}", token=admin))[1]
+        assert view["balance"] == 999999999999.999999 and len(view["movements"]) == 1
+        # A JSON number is taken to the micro-unit; a string is exact or refused.
+        other, _ = await client.user("exact")
+        _, body = await client.call("POST", top, token=admin,
+                                    json={"user_id": other["id"], "amount": 0.1234565},
+                                    expect=201)  # fmt: skip
+        assert body["balance"] == 0.123456
+        for amount in ("1e3", " 5", "5.", True):
+            assert_error(
+                await client.call("POST", top, token=admin,
+                                  json={"user_id": other["id"], "amount": amount}),
+                422, "validation_error",
+            )  # fmt: skip
+        infinite = b'{"user_id": "%s", "amount": 1e999}' % other["id"].encode()
+        assert_error(
+            await client.call("POST", top, token=admin, data=infinite,
+                              headers={"Content-Type": "application/json"}),
+            422, "validation_error",
+        )  # fmt: skip
+
+
 async def test_refunds_once_and_only_for_passes_never_used(
     settings_factory: Callable[..., Settings],
 ) -> None:

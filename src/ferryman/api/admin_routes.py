@@ -7,8 +7,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import AdminDep, AuthDep
-from ferryman.api.schemas import AllowancePatch, KeyOut, Page, PassOut, SessionOut, UserOut
+from ferryman.api.schemas import (
+    MAX_OFFSET,
+    AllowancePatch,
+    KeyOut,
+    Page,
+    PassOut,
+    SessionOut,
+    UserOut,
+)
 from ferryman.errors import BadRequest, NotFound
 from ferryman.store import api_keys, passes, sessions, users
 
@@ -34,14 +43,14 @@ class Credentials(BaseModel):
 async def list_users(
     admin: AdminDep,
     auth: AuthDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[UserOut]:
     found, total = await users.page(auth.db, offset=offset, limit=limit)
     return Page[UserOut](items=[UserOut.of(u) for u in found], total=total)
 
 
-@router.patch("/users/{user_id}")
+@router.patch("/users/{user_id}", responses=answers({400: "`self_lockout`"}))
 async def change_user(user_id: str, body: UserPatch, admin: AdminDep, auth: AuthDep) -> UserOut:
     """Disable or enable an account (takes effect at once), or change its role/permissions."""
     if user_id == admin.user_id and (body.is_active is False or body.role == "user"):

@@ -18,6 +18,7 @@ from ferryman.api import (
     users_routes,
 )
 from ferryman.api.docs import install_docs
+from ferryman.api.openapi import ApiFacts, install_openapi
 from ferryman.config.routes import MANAGEMENT_PREFIXES
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
@@ -26,7 +27,7 @@ from ferryman.types import ASGIApp, Message, Receive, Scope, Send
 API_PREFIX = "/api/v1"
 
 
-def create_management_app(docs: bool) -> FastAPI:
+def create_management_app(docs: bool, facts: ApiFacts | None = None) -> FastAPI:
     app = FastAPI(
         title="Ferryman management API",
         version=__version__,
@@ -51,6 +52,8 @@ def create_management_app(docs: bool) -> FastAPI:
     ):
         api.include_router(module.router)
     app.include_router(api)
+    if docs:
+        install_openapi(app, facts or ApiFacts(pass_durations=(), pooled_upstreams=()))
     return app
 
 

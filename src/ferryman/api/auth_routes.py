@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import AuthDep, CallerDep, client_ip
 from ferryman.api.limits import limit_auth
 from ferryman.api.schemas import UserOut
@@ -18,11 +19,27 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 #: Every registration or login attempt counts against its IP, before anything is checked.
 ATTEMPT = [Depends(limit_auth)]
+LOGIN_ANSWERS = answers(
+    {
+        401: "`invalid_login`, `account_disabled`",
+        429: "`login_throttled` after failed logins, or `rate_limited` (with `Retry-After`)",
+    }
+)
 
 
 class _UsernameOrEmail(BaseModel):
     """A body naming an account by `username` or `email`; subclasses declare `email`
     before `username`, whose check reads it."""
+
+    # The document says so too: one of the two, given as a string.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("username", "email")
+            ]
+        }
+    )
 
     @field_validator("username", check_fields=False)
     @classmethod
@@ -82,7 +99,18 @@ class SessionStarted(BaseModel):
     expires_at: str
 
 
-@router.post("/register", status_code=201, dependencies=ATTEMPT)
+@router.post(
+    "/register",
+    status_code=201,
+    dependencies=ATTEMPT,
+    responses=answers(
+        {
+            400: "`invalid_username`, `invalid_email`, `weak_password`",
+            403: "`registration_closed`",
+            409: "`user_exists`",
+        }
+    ),
+)
 async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
     if not auth.registration.open:
         raise Forbidden("registration is closed; ask an admin", code="registration_closed")
@@ -96,14 +124,14 @@ async def register(body: RegisterIn, auth: AuthDep) -> UserOut:
     return UserOut.of(user)
 
 
-@router.post("/login", dependencies=ATTEMPT)
+@router.post("/login", dependencies=ATTEMPT, responses=LOGIN_ANSWERS)
 async def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut:
     user = await auth.users.login(body.login, body.password, client_ip(request))
     token, expires_in = auth.jwt_codec.issue(user)
     return TokenOut(access_token=token, expires_in=expires_in)
 
 
-@router.post("/session", dependencies=ATTEMPT)
+@router.post("/session", dependencies=ATTEMPT, responses=LOGIN_ANSWERS)
 async def start_session(
     body: LoginIn, request: Request, response: Response, auth: AuthDep
 ) -> SessionStarted:

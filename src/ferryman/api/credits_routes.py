@@ -7,13 +7,17 @@ configured pass prices, exact to 6 decimals.
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import AdminDep, AuthDep, CallerDep
 from ferryman.errors import Forbidden
 from ferryman.store import credits
@@ -52,11 +56,46 @@ class BalanceOut(BaseModel):
     movements: list[MovementOut]
 
 
+_MONEY_TEXT = r"^(?=.*[1-9])[0-9]{1,12}(\.[0-9]{1,6})?$"
+_MONEY_DIGITS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
+_MICRO = Decimal("0.000001")
+
+
+def _money(value: object) -> object:
+    """A string is the exact amount, in plain digits; a JSON number (a binary float)
+    is taken to the micro-unit, the ledger's resolution."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("money", "an amount: a number or a string of digits")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("money", "an amount: a finite number")
+        return Decimal(repr(value)).quantize(_MICRO, ROUND_HALF_EVEN)
+    if isinstance(value, str) and not _MONEY_DIGITS.fullmatch(value):
+        raise PydanticCustomError("money", "an amount as digits, at most 6 after the point")
+    return value
+
+
+#: What the schema says of an amount, and all that `_money` and the bounds accept.
+_MONEY_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0.000001, "maximum": 999_999_999_999},
+        {"type": "string", "pattern": _MONEY_TEXT},
+    ]
+}
+
+
 class TopUpIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: str
-    amount: Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=6)]
+    amount: Annotated[
+        Decimal,
+        BeforeValidator(_money),
+        Field(gt=0, max_digits=18, decimal_places=6),
+        WithJsonSchema(_MONEY_SCHEMA),
+    ]
+    """In the pass prices' currency: a string (`"12.50"`) is exact; a number is rounded
+    to 6 places."""
     note: Annotated[str | None, Field(max_length=200)] = None
 
 
@@ -80,7 +119,13 @@ async def balance(
     )
 
 
-@router.post("/top-up", status_code=201)
+@router.post(
+    "/top-up",
+    status_code=201,
+    responses=answers(
+        {404: "`user_not_found`", 409: "`balance_limit`: the balance would pass its ceiling"}
+    ),
+)
 async def top_up(body: TopUpIn, admin: AdminDep, auth: AuthDep) -> BalanceOut:
     """Admins credit a user's balance."""
     movement, total = await credits.top_up(

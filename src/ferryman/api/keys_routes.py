@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import AuthDep, CallerDep, owned_by
-from ferryman.api.schemas import AllowancePatch, KeyOut, NewKeyOut, Page
+from ferryman.api.schemas import AllowancePatch, IsoDateTime, KeyOut, NewKeyOut, Page
+from ferryman.auth.api_keys import SCOPES
 from ferryman.errors import Conflict, Forbidden, NotFound
 from ferryman.store import api_keys, users
 
@@ -18,8 +20,12 @@ router = APIRouter(prefix="/keys", tags=["keys"])
 
 class KeyIn(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    scopes: list[str] = Field(default_factory=lambda: ["proxy"], max_length=10)
-    expires_at: AwareDatetime | None = None
+    scopes: list[Annotated[str, WithJsonSchema({"type": "string", "enum": list(SCOPES)})]] = Field(
+        default_factory=lambda: ["proxy"], max_length=10
+    )
+    """`proxy` (the gateway's routes), `stats:read` (the stats API); an unknown one is
+    refused with 400 `invalid_scope`."""
+    expires_at: IsoDateTime | None = None
     user_id: str | None = None
     """Admins only: create the key for this user."""
 
@@ -40,7 +46,17 @@ async def _key(auth: AuthDep, caller: CallerDep, key_id: str) -> api_keys.ApiKey
     return key
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses=answers(
+        {
+            400: "`invalid_scope`, `invalid_expiry` (in the past)",
+            404: "`user_not_found` (`user_id`)",
+            409: "`key_limit_reached`",
+        }
+    ),
+)
 async def create_key(body: KeyIn, caller: CallerDep, auth: AuthDep) -> NewKeyOut:
     owner = caller.user_id
     if body.user_id is not None and body.user_id != caller.user_id:
@@ -75,7 +91,7 @@ async def get_key(key_id: str, caller: CallerDep, auth: AuthDep) -> KeyOut:
     return KeyOut.of(await _key(auth, caller, key_id))
 
 
-@router.patch("/{key_id}")
+@router.patch("/{key_id}", responses=answers({409: "`key_revoked`"}))
 async def update_key(key_id: str, body: KeyPatch, caller: CallerDep, auth: AuthDep) -> KeyOut:
     key = await _key(auth, caller, key_id)
     if key.revoked_at is not None and body.active:

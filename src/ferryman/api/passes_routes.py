@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import AuthDep, CallerDep, owned_by
-from ferryman.api.schemas import NewPassOut, PassOut, PassStatusOut
+from ferryman.api.schemas import WHOLE, NewPassOut, PassOut, PassStatusOut
 from ferryman.errors import NotFound
 from ferryman.store import passes
 from ferryman.store.credits import MICROS
@@ -18,7 +19,8 @@ router = APIRouter(prefix="/tokens", tags=["access tokens"])
 
 
 class PurchaseIn(BaseModel):
-    duration_hours: Annotated[int, Field(ge=1, le=24 * 366, strict=True)]
+    duration_hours: Annotated[int, Strict(), Field(ge=1, le=24 * 366), WHOLE]
+    """One of the durations on sale (`FERRYMAN_ACCESS_PASS_DURATIONS`)."""
 
 
 async def _pass(auth: AuthDep, caller: CallerDep, pass_id: str) -> AccessPass:
@@ -30,7 +32,16 @@ async def _pass(auth: AuthDep, caller: CallerDep, pass_id: str) -> AccessPass:
     return record
 
 
-@router.post("/purchase", status_code=201)
+@router.post(
+    "/purchase",
+    status_code=201,
+    responses=answers(
+        {
+            400: "`invalid_duration`",
+            402: "`insufficient_balance`: the pass costs more than the credit balance",
+        }
+    ),
+)
 async def purchase(body: PurchaseIn, caller: CallerDep, auth: AuthDep) -> NewPassOut:
     """A pass for one of the allowed durations; it starts counting at its first use."""
     record, raw = await auth.passes.purchase(caller.user_id, body.duration_hours)
@@ -87,7 +98,7 @@ class RefundOut(BaseModel):
     balance: float
 
 
-@router.post("/{pass_id}/refund")
+@router.post("/{pass_id}/refund", responses=answers({409: "`pass_activated`, `pass_revoked`"}))
 async def refund(pass_id: str, caller: CallerDep, auth: AuthDep) -> RefundOut:
     """Refund a pass never activated (once); it is revoked at the same time."""
     await _pass(auth, caller, pass_id)

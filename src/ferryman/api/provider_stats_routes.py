@@ -20,7 +20,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from ferryman.api.stats_routes import ReaderDep, check_range, limit_reader, visible_owner
+from ferryman.api.schemas import MAX_PAGE, IsoDate
+from ferryman.api.stats_routes import (
+    RANGE_ANSWERS,
+    ReaderDep,
+    check_range,
+    limit_reader,
+    visible_owner,
+)
 from ferryman.api.upstream_keys_routes import get_service
 from ferryman.auth.identity import Identity
 from ferryman.errors import NotFound
@@ -32,7 +39,10 @@ from ferryman.upstreams.service import KeyView
 
 # The stats API's limit per credential applies here as on every stats route.
 router = APIRouter(
-    prefix="/stats/provider-keys", tags=["stats"], dependencies=[Depends(limit_reader)]
+    prefix="/stats/provider-keys",
+    tags=["stats"],
+    dependencies=[Depends(limit_reader)],
+    responses=RANGE_ANSWERS,
 )
 
 #: Days of history each key of the listing carries when no `start_date` is given (a
@@ -183,10 +193,10 @@ def _sees(reader: Identity, row: UpstreamKeyRow) -> bool:
 async def provider_keys(
     reader: ReaderDep,
     request: Request,
-    start_date: date | None = None,
-    end_date: date | None = None,
+    start_date: IsoDate | None = None,
+    end_date: IsoDate | None = None,
     user_id: Annotated[str | None, Query(description="admins: one user's own keys")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ProviderKeyList:
     """The reader's provider keys, oldest first, each with its state, the provider's
@@ -202,7 +212,9 @@ async def provider_keys(
     totals = await stats.per_upstream_key(db, ids, start_date, end_date, owner)
     since = start_date
     if since is None:
-        since = (end_date or service.clock.now().date()) - timedelta(days=LISTED_DAYS - 1)
+        until = end_date or service.clock.now().date()
+        # (A range ending in the first days of year 1 starts on its first day.)
+        since = until - min(timedelta(days=LISTED_DAYS - 1), until - date.min)
     days = await key_history.days(db, ids, since, end_date)
     items = [ProviderKeyOut.of(service.view(r), totals.get(r.id), days[r.id]) for r in shown]
     return ProviderKeyList(items=items, total=len(every))
@@ -213,8 +225,8 @@ async def provider_key_history(
     key_id: str,
     reader: ReaderDep,
     request: Request,
-    start_date: date | None = None,
-    end_date: date | None = None,
+    start_date: IsoDate | None = None,
+    end_date: IsoDate | None = None,
 ) -> KeyHistoryOut:
     """One key's figures per day within the dates (all that is kept by default)."""
     check_range(start_date, end_date)

@@ -2,18 +2,74 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date, datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from ferryman.limits.allowance import Allowance, check_period
+from ferryman.limits.allowance import MAX_ROLLING_DAYS, Allowance, check_period
 from ferryman.store.api_keys import ApiKey
 from ferryman.store.passes import AccessPass
 from ferryman.store.sessions import Session
 from ferryman.store.users import User
 
 T = TypeVar("T")
+
+#: Bounds of paging parameters: far beyond any real listing, far within a 64-bit
+#: integer (an unbounded offset reached SQLite as an OverflowError, a 500).
+MAX_OFFSET = 1_000_000_000
+MAX_PAGE = 1_000_000
+
+
+def _whole(value: object) -> object:
+    """JSON Schema counts 2.0 as an integer: take it as 2 (2.5, "2" and true stay
+    refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Last in `Annotated[int, Strict(), Field(ge=.., le=..), WHOLE]`: an integer as JSON
+#: Schema means it, a number with no fractional part and nothing else. (Placed before
+#: the bounds, pydantic could no longer show them as minimum and maximum.)
+WHOLE = BeforeValidator(_whole)
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: object) -> object:
+    if isinstance(value, str) and _ISO_DAY.fullmatch(value):
+        return value
+    raise PydanticCustomError("date_format", "a date as YYYY-MM-DD")
+
+
+#: A day as `YYYY-MM-DD` only (pydantic alone also takes `0` as 1970-01-01).
+IsoDate = Annotated[date, BeforeValidator(_iso_day)]
+
+
+def _text(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    raise PydanticCustomError("datetime_format", "a date and time as ISO 8601 text")
+
+
+#: A timestamp as ISO 8601 text with its offset (pydantic alone also takes a number
+#: of seconds, which the document does not promise).
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_text)]
+
+#: The periods `check_period` takes, in their canonical spelling.
+PERIOD_PATTERN = r"^(day|week|month|(36[0-6]|3[0-5][0-9]|[12][0-9]{2}|[1-9][0-9]?) days?)$"
+assert MAX_ROLLING_DAYS == 366  # PERIOD_PATTERN spells it out
 
 
 class BudgetIO(BaseModel):
@@ -22,7 +78,7 @@ class BudgetIO(BaseModel):
     model_config = ConfigDict(strict=True)
 
     amount: Annotated[float, Field(gt=0, le=1e12)]
-    period: str
+    period: Annotated[str, Field(pattern=PERIOD_PATTERN)]
     """`day`, `week` (from Monday), `month` (calendar, UTC) or `N days` (rolling)."""
 
     @field_validator("period")
@@ -36,9 +92,9 @@ class AllowancePatch(BaseModel):
 
     model_config = ConfigDict(strict=True)
 
-    rpm: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    rpm: Annotated[int, Strict(), Field(ge=1, le=1_000_000), WHOLE] | None = None
     """Requests a minute; null returns it to the default."""
-    tpm: Annotated[int | None, Field(ge=1, le=1_000_000_000)] = None
+    tpm: Annotated[int, Strict(), Field(ge=1, le=1_000_000_000), WHOLE] | None = None
     """Tokens a minute on LLM routes; null returns it to the default."""
     budget: BudgetIO | None = None
     """Spending per period on LLM routes; null returns it to the default."""

@@ -19,8 +19,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import AuthDep, Caller, get_auth, get_caller
 from ferryman.api.limits import limit_stats
+from ferryman.api.schemas import MAX_PAGE, IsoDate
 from ferryman.auth.hashing import API_KEY_PREFIX
 from ferryman.auth.identity import Identity
 from ferryman.auth.services import Auth
@@ -67,14 +69,17 @@ async def limit_reader(request: Request, reader: ReaderDep) -> None:
     await limit_stats(request, reader)
 
 
+#: Every stats route takes a date range.
+RANGE_ANSWERS = answers({400: "`invalid_date_range`: start_date is after end_date"})
+
 # Router-wide, so a new stats endpoint cannot be added without the limit.
-router = APIRouter(tags=["stats"], dependencies=[Depends(limit_reader)])
+router = APIRouter(tags=["stats"], dependencies=[Depends(limit_reader)], responses=RANGE_ANSWERS)
 
 
 def get_filters(
     reader: ReaderDep,
-    start_date: date | None = None,
-    end_date: date | None = None,
+    start_date: IsoDate | None = None,
+    end_date: IsoDate | None = None,
     model: Annotated[str | None, Query(description="only this model")] = None,
     key: Annotated[str | None, Query(description="a client key's id")] = None,
     user_id: Annotated[str | None, Query(description="admins: one user")] = None,
@@ -181,7 +186,7 @@ async def per_upstream_key(f: FiltersDep, auth: AuthDep) -> list[KeyTotals]:
 async def usage(
     f: FiltersDep,
     auth: AuthDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UsageOut:
     """Usage per day and model, newest first, paginated."""
@@ -195,7 +200,20 @@ async def usage(
     )
 
 
-@router.get("/usage.csv")
+class CsvResponse(StreamingResponse):
+    media_type = "text/csv"
+
+
+_CSV = {"text/csv": {"schema": {"type": "string"}}}
+
+
+@router.get(
+    "/usage.csv",
+    response_class=CsvResponse,
+    responses={200: {"description": "date,model,requests,errors,tokens_input,"
+                     "tokens_output,cost: a header line, then a line per day and model",
+                     "content": _CSV}},
+)  # fmt: skip
 async def usage_csv(f: FiltersDep, auth: AuthDep) -> StreamingResponse:
     """The same rows as CSV, streamed page by page."""
     columns = ["date", "model", "requests", "errors", "tokens_input", "tokens_output", "cost"]
@@ -218,8 +236,7 @@ async def usage_csv(f: FiltersDep, auth: AuthDep) -> StreamingResponse:
                 return
             offset += 1000
 
-    return StreamingResponse(
+    return CsvResponse(
         lines(),
-        media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
     )

@@ -11,12 +11,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, Strict, WithJsonSchema
 
+from ferryman.api.answers import answers
 from ferryman.api.deps import CallerDep, owned_by
+from ferryman.api.schemas import WHOLE
 from ferryman.errors import Forbidden, NotFound, ServiceUnavailable
 from ferryman.store.upstream_keys import UpstreamKeyRow
-from ferryman.upstreams.service import KeyView, UpstreamKeys
+from ferryman.upstreams.service import MAX_LENGTH, MIN_LENGTH, KeyView, UpstreamKeys
 
 router = APIRouter(prefix="/upstream-keys", tags=["upstream keys"])
 
@@ -28,17 +30,27 @@ def get_service(request: Request) -> UpstreamKeys:
     return service
 
 
+#: What `check_secret` takes: 8 to 512 printable ASCII characters (spaces around trimmed).
+_SECRET_SCHEMA = {
+    "type": "string",
+    "format": "password",
+    "writeOnly": True,
+    "pattern": rf"^\s*[!-~]{{{MIN_LENGTH},{MAX_LENGTH}}}\s*$",
+}
+
+
 class UpstreamKeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"validate": "no"` is a mistake to point out, not a truthy string.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     upstream: Annotated[str, Field(min_length=1, max_length=64)]
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    key: SecretStr
+    key: Annotated[SecretStr, WithJsonSchema(_SECRET_SCHEMA)]
     """The provider key; validated with the provider, then sealed and never shown again."""
     shared: bool | None = None
     """Admins: into the upstream's shared pool (the default for admins); users may only
     add their own keys."""
-    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    weight: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] = 1
     validate_key: bool = Field(default=True, alias="validate")
     """Ask the provider whether the key works before storing it."""
 
@@ -48,7 +60,7 @@ class UpstreamKeyPatch(BaseModel):
 
     name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     enabled: bool | None = None
-    weight: Annotated[int | None, Field(ge=1, le=1000)] = None
+    weight: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] | None = None
     reset_health: bool = False
     """Mark the key healthy again (after fixing what made it invalid or out of credit)."""
 
@@ -148,7 +160,17 @@ async def _out(service: UpstreamKeys, key_id: str) -> UpstreamKeyOut:
     return UpstreamKeyOut.of(service.view(await service.get(key_id)))
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses=answers(
+        {
+            400: "`invalid_upstream_key` (the provider refused it), `unknown_upstream`",
+            409: "`upstream_key_limit_reached`",
+            502: "`validation_unavailable`: the provider could not be asked",
+        }
+    ),
+)
 async def add_key(body: UpstreamKeyIn, caller: CallerDep, request: Request) -> UpstreamKeyOut:
     service = get_service(request)
     shared = caller.is_admin if body.shared is None else body.shared
@@ -207,7 +229,15 @@ async def delete_key(key_id: str, caller: CallerDep, request: Request) -> None:
     await service.delete(key_id)
 
 
-@router.post("/{key_id}/check")
+@router.post(
+    "/{key_id}/check",
+    responses=answers(
+        {
+            400: "`unknown_upstream`, `no_probe`",
+            502: "`validation_unavailable`: the provider could not be asked",
+        }
+    ),
+)
 async def check_key(key_id: str, caller: CallerDep, request: Request) -> CheckOut:
     """Probe the key with its provider now; a success restores it to the pool."""
     service = get_service(request)

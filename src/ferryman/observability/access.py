@@ -97,6 +97,8 @@ class Observe:
         try:
             await self.app(scope, receive, observed_send)
         except Exception as exc:
+            if ctx.error == "internal_error" and ctx.status == 500:
+                return  # answered and logged where it was caught (the management API)
             if ctx.status or ctx.client_gone or scope["type"] != "http":
                 if ctx.error is None:
                     ctx.error = type(exc).__name__

@@ -22,6 +22,9 @@ from ferryman.store.passes import AccessPass
 from ferryman.store.tables import access_passes, credit_ledger, users
 
 MICROS = 1_000_000
+#: The most a balance may hold: the largest top-up. Ten of those once summed past a
+#: 64-bit integer, which SQLite refuses to add.
+MAX_BALANCE_MICROS = 999_999_999_999_999_999
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,14 @@ async def top_up(
     movement = _row(user_id, amount, "topup", now, created_by=by, note=note)
     async with db.engine.begin() as conn:
         await _lock_user(conn, user_id)
+        before = await _balance(conn, user_id)
+        if before + amount > MAX_BALANCE_MICROS:
+            raise Conflict(
+                f"the balance would exceed {MAX_BALANCE_MICROS / MICROS:.6f}",
+                code="balance_limit",
+            )
         await conn.execute(credit_ledger.insert().values(**movement.__dict__))
-        return movement, await _balance(conn, user_id)
+        return movement, before + amount
 
 
 async def buy_pass(
