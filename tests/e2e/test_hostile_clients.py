@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.support import GatewayProcess, client_session, gateway_dict
+from tests.support import Api, GatewayProcess, client_session, gateway_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -235,3 +235,32 @@ async def test_secrets_slipped_into_logged_places_are_not_logged(
     assert any(
         e.get("path") == "/echo/[redacted]/file" for e in gw.lines() if e["event"] == "request"
     )
+
+
+async def test_huge_paging_numbers_and_odd_dates_are_422_not_500(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    admin = {"FERRYMAN_ADMIN_USERNAME": "root", "FERRYMAN_ADMIN_PASSWORD": "root password long"}
+    gw = GatewayProcess(tmp_path, gateway_dict(upstream.url), admin)
+    await gw.start()
+    try:
+        async with client_session() as http:
+            token = await Api(http, gw.url).login("root", "root password long")
+            statuses = {}
+            for query in (
+                "/admin/users?offset=9999999999999999999",
+                "/admin/users?offset=-1",
+                "/usage?page=97693427969633520",
+                "/usage?limit=1e3",
+                "/stats/provider-keys?page=18446744073709551617",
+                "/stats?start_date=0",
+                "/usage.csv?end_date=99999-01-01",
+            ):
+                async with http.get(
+                    f"{gw.url}/api/v1{query}", headers={"Authorization": f"Bearer {token}"}
+                ) as r:
+                    statuses[query] = (r.status, (await r.json())["error"])
+    finally:
+        await gw.stop()
+    assert set(statuses.values()) == {(422, "validation_error")}, statuses
+    assert not [e for e in gw.lines() if e["event"] == "unhandled_error"]
