@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,8 @@ class Ferryman:
         self._start_limits()
         self._start_metering(self.database)
         self.readiness.add("jobs", self._jobs_report)
+        if self.settings.docs_enabled:
+            await asyncio.to_thread(self.management.openapi)  # see api/openapi.py
         # Everything built so far lives as long as the process. Moving it out of the
         # collector's reach keeps a full collection from walking ~100k objects (tens of
         # milliseconds with the event loop stopped) while requests wait.

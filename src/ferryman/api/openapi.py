@@ -154,11 +154,13 @@ def build(app: FastAPI, facts: ApiFacts) -> dict[str, Any]:
 
 
 def install_openapi(app: FastAPI, facts: ApiFacts) -> None:
-    """Serve `build`'s document at the app's openapi_url, made now: on the first ask
-    it would hold the event loop for a quarter of a second, every request waiting."""
-    document = build(app, facts)
+    """Serve `build`'s document at the app's openapi_url. Building it takes a quarter
+    of a second: the gateway's startup has it built in a thread (`app.openapi()`), so
+    no request waits for it on the event loop."""
 
     def openapi() -> dict[str, Any]:
-        return document
+        if app.openapi_schema is None:
+            app.openapi_schema = build(app, facts)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
