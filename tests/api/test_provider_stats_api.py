@@ -81,6 +81,8 @@ class World:
     """Bob's key: refused by the provider."""
     pool: str
     """The admin's shared key."""
+    refused_on: str
+    """Which of Ann's keys the request refused on day 1 counts against."""
     ann_reader: str
     """Ann's client key with stats:read."""
     ann_proxy: str
@@ -139,6 +141,14 @@ async def build(gw: Running, client: Client, clock: FakeClock, fake: FakeOpenRou
         f"{gw.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {ann_proxy}"}
     ) as r:
         assert r.status == 503 and (await r.json())["error"] == "no_upstream_key"
+    # Its usage record (an error, on the key tried last: either, by the pool's draw; dated
+    # by the real clock, not the fake one) is written now, not when the writer's timer
+    # says: counted or not, it was a race with the reads below.
+    assert gw.app.usage is not None
+    await gw.app.usage.flush()
+    _, per_key = await client.call("GET", "/stats/upstream-keys", token=admin, expect=200)
+    (refused_on,) = [k["id"] for k in per_key if k["errors"] == 1]
+    assert refused_on in (one, two)
     for key in (k1, k2):
         fake.set_behaviour(key, "ok")
 
@@ -167,7 +177,7 @@ async def build(gw: Running, client: Client, clock: FakeClock, fake: FakeOpenRou
         + [record(n, "admin", pool, DAY1) for n in range(11, 16)],
     )
     return World(
-        gw, client, clock, [k1, k2, kb, kp], ann["id"], one, two, bobs, pool,
+        gw, client, clock, [k1, k2, kb, kp], ann["id"], one, two, bobs, pool, refused_on,
         ann_reader, ann_proxy, bob_reader, admin_reader,
     )  # fmt: skip
 
@@ -182,6 +192,7 @@ async def test_one_call_gives_state_figures_totals_and_history(
     clock = FakeClock(DAY1)
     async with monitor(db_settings, openrouter, clock) as (gw, client):
         world = await build(gw, client, clock, openrouter, secret)
+        on_one = int(world.refused_on == world.one)
         listing = await world.get("", world.ann_reader)
         assert listing["total"] == 2
         mine = by_id(listing)
@@ -197,7 +208,7 @@ async def test_one_call_gives_state_figures_totals_and_history(
             "credits_used": 0.0, "synced_at": "2026-03-02T12:00:00Z",
         }  # fmt: skip
         assert one["stats"] == {
-            "total_requests": 5, "total_errors": 1, "total_tokens_input": 50,
+            "total_requests": 5 + on_one, "total_errors": 1 + on_one, "total_tokens_input": 50,
             "total_tokens_output": 25, "total_cost": pytest.approx(0.05),
         }  # fmt: skip
         day1, day2 = one["history"]
@@ -215,7 +226,7 @@ async def test_one_call_gives_state_figures_totals_and_history(
         assert two["state"] == "cooling_down"
         assert two["cooling_until"] == "2026-03-01T10:02:00Z"
         assert "429" in two["last_error"] or "Rate limit" in two["last_error"]
-        assert two["stats"]["total_requests"] == 1
+        assert two["stats"]["total_requests"] == 2 - on_one
         assert [(d["date"], d["usage"], d["spend"]) for d in two["history"]] == [
             ("2026-03-01", 5.0, 0.0)
         ]
@@ -229,7 +240,7 @@ async def test_one_call_gives_state_figures_totals_and_history(
         ]
         assert ranged[world.two]["history"] == []
         first_day = by_id(await world.get("?end_date=2026-03-01", world.ann_reader))
-        assert first_day[world.one]["stats"]["total_requests"] == 3
+        assert first_day[world.one]["stats"]["total_requests"] == 3  # it was today, really
         assert [d["date"] for d in first_day[world.one]["history"]] == ["2026-03-01"]
 
         # Bob's client key: his key only, refused by the provider.

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -67,8 +68,16 @@ def _text(value: object) -> object:
 #: of seconds, which the document does not promise).
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_text)]
 
-#: The periods `check_period` takes, in their canonical spelling.
-PERIOD_PATTERN = r"^(day|week|month|(36[0-6]|3[0-5][0-9]|[12][0-9]{2}|[1-9][0-9]?) days?)$"
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+#: The periods `check_period` takes (JSON Schema patterns have no case flag).
+PERIOD_PATTERN = (
+    rf"^\s*({_any_case('day')}|{_any_case('week')}|{_any_case('month')}|"
+    rf"0*(36[0-6]|3[0-5][0-9]|[12][0-9]{{2}}|[1-9][0-9]?)\s*{_any_case('day')}[Ss]?)\s*$"
+)
 assert MAX_ROLLING_DAYS == 366  # PERIOD_PATTERN spells it out
 
 
@@ -78,7 +87,7 @@ class BudgetIO(BaseModel):
     model_config = ConfigDict(strict=True)
 
     amount: Annotated[float, Field(gt=0, le=1e12)]
-    period: Annotated[str, Field(pattern=PERIOD_PATTERN)]
+    period: Annotated[str, WithJsonSchema({"type": "string", "pattern": PERIOD_PATTERN})]
     """`day`, `week` (from Monday), `month` (calendar, UTC) or `N days` (rolling)."""
 
     @field_validator("period")
