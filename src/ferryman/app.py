@@ -27,7 +27,7 @@ from ferryman.guards.trusted_host import TrustedHost
 from ferryman.limits.alerts import Alerts
 from ferryman.limits.backends import RedisBackend
 from ferryman.limits.budgets import Budgets
-from ferryman.limits.limiter import Limits
+from ferryman.limits.limiter import RENEW, Limits
 from ferryman.metering.pricing import PriceTable
 from ferryman.metering.writer import UsageWriter
 from ferryman.observability.access import Observe
@@ -85,6 +85,8 @@ class Ferryman:
         self.database: Database | None = None
         self.redis: Redis | None = None
         self.breaker: Breaker | None = None
+        self.limiter_backend = "memory"
+        """Where rate limits are counted, `limiter.backend` with `auto` decided."""
         self.auth: Auth | None = None
         self.keyring: Keyring | None = None
         self.usage: UsageWriter | None = None
@@ -149,6 +151,7 @@ class Ferryman:
             installation=await meta.installation_id(self.database),
             routes=len(self.table.routes),
             upstreams=sorted(self.upstreams),
+            limiter=self.limiter_backend,
         )
 
     async def _start_identity(self, database: Database) -> None:
@@ -169,6 +172,7 @@ class Ferryman:
         )
         self.auth = auth
         if self.redis is not None:
+            auth.share_throttle(self.redis, settings.redis_prefix, self.breaker)
             try:
                 await auth.invalidations.connect(self.redis, settings.redis_prefix, self.breaker)
             except Exception as exc:
@@ -252,12 +256,19 @@ class Ferryman:
 
     def _start_limits(self) -> None:
         limits = self.limits
-        if self.gateway.limiter.backend == "redis":
+        backend = self.gateway.limiter.backend
+        if backend == "auto":
+            backend = "memory" if self.redis is None else "redis"
+        if backend == "redis":
             if self.redis is None:
                 raise ConfigError("limiter.backend is redis but FERRYMAN_REDIS_URL is not set")
             limits.redis = RedisBackend(self.redis, self.settings.redis_prefix + "limits:")
             assert self.breaker is not None
             limits.breaker = self.breaker
+            leases = Periodic("parallel_leases", RENEW, limits.renew, metrics=self.metrics)
+            leases.start()
+            self.tasks.append(leases)
+        self.limiter_backend = backend
 
         async def sweep() -> None:
             limits.memory.sweep(self.clock.time())

@@ -13,6 +13,7 @@ from ferryman.auth.jwt_tokens import JwtAuth, JwtCodec
 from ferryman.auth.passes import AccessPasses
 from ferryman.auth.passwords import PasswordPolicy, Passwords
 from ferryman.auth.sessions import Sessions
+from ferryman.auth.shared_throttle import LoginThrottle
 from ferryman.auth.throttle import FailureThrottle
 from ferryman.auth.touch import Touches
 from ferryman.auth.users import CLOSED, Registration, Users
@@ -23,6 +24,9 @@ from ferryman.store import users as user_rows
 from ferryman.store.engine import Database
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from ferryman.store.breaker import Breaker
     from ferryman.store.users import User
 
 
@@ -59,15 +63,22 @@ class Auth:
             require_classes=settings.password_require_classes,
         )
         self.jwt_codec = JwtCodec(secret, settings.jwt_expire_minutes, clock)
-        self.throttle = FailureThrottle(
+        local = FailureThrottle(
             clock, limit=settings.login_max_failures, window=settings.login_failure_window
         )
+        self.throttle = LoginThrottle(local, clock)
+        """In this process until `share_throttle` (a fleet's Redis) is called."""
         self.touches = Touches()
         self.users = Users(self)
         self.api_keys = ApiKeys(self)
         self.passes = AccessPasses(self)
         self.sessions = Sessions(self)
         self.jwt = JwtAuth(self)
+
+    def share_throttle(self, redis: Redis, prefix: str, breaker: Breaker | None) -> None:
+        """Count failed logins in Redis, shared by every instance."""
+        local = self.throttle.local
+        self.throttle = LoginThrottle(local, self.clock, redis, prefix, breaker)
 
     def state_of(self, user: User) -> UserState:
         return self.cache.user(

@@ -10,10 +10,19 @@ from ferryman.clock import Clock
 from ferryman.errors import TooManyRequests
 
 
+def refusal(wait: float) -> TooManyRequests:
+    """The answer to an attempt made `wait` seconds too early."""
+    return TooManyRequests(
+        "too many failed logins; try again later",
+        retry_after=max(1, math.ceil(wait)),
+        code="login_throttled",
+    )
+
+
 class FailureThrottle:
     """Refuses further attempts for a key once it has `limit` failures in `window` s.
 
-    In-process; the fleet-wide limiter arrives with the limits issue.
+    In-process; `shared_throttle.LoginThrottle` shares it over Redis in a fleet.
     """
 
     def __init__(self, clock: Clock, limit: int = 5, window: float = 60.0) -> None:
@@ -42,11 +51,7 @@ class FailureThrottle:
             if len(failures) >= self.limit:
                 wait = max(wait, failures[0] + self.window - now)
         if wait > 0:
-            raise TooManyRequests(
-                "too many failed logins; try again later",
-                retry_after=max(1, math.ceil(wait)),
-                code="login_throttled",
-            )
+            raise refusal(wait)
 
     def reserve(self, *keys: str) -> float:
         """Check the keys, then count this attempt as a failure before it is verified.

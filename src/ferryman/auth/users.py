@@ -106,11 +106,11 @@ class Users:
         auth = self._auth
         name = login.strip().lower()
         address = "ip:" + client_ip
-        auth.throttle.check(address)
+        await auth.throttle.check(address)
         user = await rows.by_login(auth.db, name)
         # One budget per account, whether it is named by username or email.
         account = "account:" + (user.id if user is not None else name)
-        attempt = auth.throttle.reserve(address, account)
+        attempt = await auth.throttle.reserve(address, account)
         if user is None:
             await auth.passwords.verify_nobody(password)
             ok = False
@@ -119,7 +119,7 @@ class Users:
         if not ok or user is None:
             log.info("login_failed", client_ip=client_ip)
             raise Unauthorized("wrong username or password", code="invalid_login")
-        auth.throttle.succeeded(attempt, clear=(account,), undo=(address,))
+        await auth.throttle.succeeded(attempt, clear=(account,), undo=(address,))
         if not user.is_active:
             raise Unauthorized("the account is disabled", code="account_disabled")
         return user

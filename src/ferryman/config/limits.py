@@ -80,9 +80,11 @@ class RedisBreaker(Model):
 class Limiter(Model):
     """Where rate limits are counted."""
 
-    backend: Literal["memory", "redis"] = "memory"
-    """`memory` (this process) or `redis` (shared by every instance; needs
-    FERRYMAN_REDIS_URL); one atomic script call per request checks every tier."""
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    """`redis` (shared by every instance; one atomic script call per request checks
+    every tier; needs FERRYMAN_REDIS_URL), `memory` (this process only) or `auto`: Redis
+    when FERRYMAN_REDIS_URL is set, else memory, so a fleet shares its limits without
+    saying so twice."""
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
     """Redis unreachable or slower than `timeout`: count in this process instead
     (`fail_open`, logged once a minute) or refuse with 503 (`fail_closed`)."""

@@ -83,13 +83,59 @@ def _period_of(key: str) -> float:
 SCRIPT = (Path(__file__).parent / "redis_script.lua").read_text()
 
 
+# `max_parallel` slots (limits/parallel.py). KEYS[1]: a key's set of slots, scored by
+# when each lease ends. ARGV: limit, lease seconds, member. 1 admitted, 0 full.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000))
+return 1
+"""
+
+# KEYS: sets; ARGV[1]: lease seconds; ARGV[i + 1]: the member held in KEYS[i]. Only
+# members still there are renewed (XX): one that expired meanwhile stays given up.
+RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if redis.call('ZSCORE', key, ARGV[i + 1]) then
+    redis.call('ZADD', key, 'XX', now + lease, ARGV[i + 1])
+    redis.call('PEXPIRE', key, math.ceil(lease * 1000))
+  end
+end
+return #KEYS
+"""
+
+
 class RedisBackend:
-    """Every tier in one EVALSHA, timed by Redis's own clock (`TIME`)."""
+    """Every tier in one EVALSHA, timed by Redis's own clock (`TIME`); and the
+    `max_parallel` slots, leased by the same clock."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
         self._script: AsyncScript = redis.register_script(SCRIPT)
+        self._acquire: AsyncScript = redis.register_script(ACQUIRE)
+        self._renew: AsyncScript = redis.register_script(RENEW)
+
+    async def acquire(self, key: str, limit: int, lease: float, member: str) -> bool:
+        """Take a slot under `key` unless `limit` are held (expired leases are not)."""
+        answer = await self._acquire(keys=[self.prefix + key], args=[limit, lease, member])
+        return int(answer) == 1
+
+    async def release(self, key: str, member: str) -> None:
+        await self.redis.zrem(self.prefix + key, member)
+
+    async def renew(self, held: dict[str, str], lease: float) -> None:
+        """Extend the leases of `held` (member -> key), in one call."""
+        members = list(held)
+        keys = [self.prefix + held[member] for member in members]
+        await self._renew(keys=keys, args=[lease, *members])
 
     async def hit(self, tiers: list[Tier]) -> list[Decision]:
         raw = await self._call(tiers, None)

@@ -15,7 +15,9 @@ After `breaker.failures` such answers in a row, Redis is not asked at all for a 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import structlog
 
 from ferryman.auth.identity import Identity
 from ferryman.clock import Clock
-from ferryman.config.limits import Limiter, LimitKey, Parallel
+from ferryman.config.limits import Limiter, LimitKey
 from ferryman.config.routes import Route
 from ferryman.errors import ServiceUnavailable, TooManyRequests
 from ferryman.limits.algorithms import Decision
@@ -37,6 +39,11 @@ log = structlog.get_logger("ferryman.limits")
 
 #: Seconds between two log lines about the Redis limiter falling back.
 FALLBACK_LOG_EVERY = 60.0
+
+LEASE = 30.0
+"""Seconds a `max_parallel` slot in Redis outlives its instance's last renewal."""
+RENEW = 10.0
+"""Seconds between two renewals of this process's slots."""
 
 
 @dataclass(slots=True)
@@ -51,7 +58,8 @@ class Caller:
     origin: str | None = None
 
 
-def _part(name: LimitKey, caller: Caller) -> str:
+def part(name: LimitKey, caller: Caller) -> str:
+    """The caller's value of one `by` name, as it goes into a limit key."""
     if name == "ip":
         return caller.ip
     if name == "route":
@@ -85,8 +93,8 @@ class CompiledTier:
     def key(self, caller: Caller) -> str:
         by = self.by
         if len(by) == 1:
-            return self.prefix + _part(by[0], caller) + self.suffix
-        return self.prefix + ":".join(_part(name, caller) for name in by) + self.suffix
+            return self.prefix + part(by[0], caller) + self.suffix
+        return self.prefix + ":".join(part(name, caller) for name in by) + self.suffix
 
 
 class Limits:
@@ -109,6 +117,10 @@ class Limits:
         self.breaker = breaker or Breaker(spec.breaker, clock)
         self.fallbacks = 0
         self._last_fallback_log = -math.inf
+        self.leases: dict[str, str] = {}
+        """This process's concurrency slots in Redis: member -> key."""
+        self._instance = secrets.token_hex(6)
+        self._members = itertools.count()
 
     async def hit(self, tiers: list[Tier]) -> list[Decision]:
         if self.redis is None:
@@ -135,6 +147,12 @@ class Limits:
         return decisions
 
     def _fallback(self, tiers: list[Tier], exc: Exception) -> list[Decision]:
+        self.fell_back(exc)
+        return self.memory.hit(tiers, self.clock.time())
+
+    def fell_back(self, exc: Exception) -> None:
+        """Redis failed a check: refuse (`fail_closed`) or say that this process counts
+        instead (`fail_open`: counted, logged at most once a minute)."""
         if self.spec.on_error == "fail_closed":
             raise ServiceUnavailable(
                 "the rate limiter is unavailable", code="limiter_unavailable"
@@ -150,7 +168,46 @@ class Limits:
                 detail=str(exc)[:200],
                 fallbacks=self.fallbacks,
             )
-        return self.memory.hit(tiers, self.clock.time())
+
+    # -- concurrency slots (`max_parallel`, limits/parallel.py) -----------------------
+
+    async def enter(self, key: str, limit: int) -> str | None:
+        """A slot under `key` in Redis: its member, or None when `limit` are held.
+        Raises when Redis fails (BreakerOpen, TimeoutError, a connection error)."""
+        redis = self.redis
+        assert redis is not None
+        member = f"{self._instance}:{next(self._members)}"
+        admitted = await self.breaker.call(
+            lambda: redis.acquire(key, limit, LEASE, member), self.spec.timeout
+        )
+        if not admitted:
+            return None
+        self.leases[member] = key
+        return member
+
+    async def leave(self, key: str, member: str) -> None:
+        """Give a slot back; if Redis cannot be told, its lease runs out by itself."""
+        self.leases.pop(member, None)
+        redis = self.redis
+        if redis is None:
+            return
+        try:
+            await self.breaker.call(lambda: redis.release(key, member), self.spec.timeout)
+        except Exception as exc:  # BreakerOpen and TimeoutError included
+            log.debug("parallel_release_failed", reason=type(exc).__name__)
+
+    async def renew(self) -> None:
+        """Extend the lease of every slot this process holds (a periodic job)."""
+        redis, leases = self.redis, dict(self.leases)
+        if redis is None or not leases:
+            return
+        try:
+            # Not the request path's 50 ms: one call for every slot, off the hot path.
+            await self.breaker.call(lambda: redis.renew(leases, LEASE), max(1.0, self.spec.timeout))
+        except BreakerOpen:
+            pass  # the breaker said once that it opened; a lease outlives two misses
+        except Exception as exc:  # TimeoutError included
+            log.warning("parallel_renew_failed", reason=type(exc).__name__, slots=len(leases))
 
     async def charge(self, tiers: list[Tier]) -> None:
         """Consume what a request used after the fact (its tokens); never raises."""
@@ -311,33 +368,3 @@ class AccountRates:
                 key = f"tpm:user:{identity.user_id}"
                 out.append(AccountTier(key, ("user",), self._rpm(account.tpm), tokens=True))
         return out
-
-
-class ParallelCap:
-    """At most `limit` requests of one key in flight (this process)."""
-
-    def __init__(self, spec: Parallel, route: Route, name: str) -> None:
-        self.limit = spec.limit
-        self.by = spec.by or default_by(route)
-        self.name = name
-        self.in_flight: dict[str, int] = {}
-
-    def acquire(self, caller: Caller) -> str:
-        key = ":".join(_part(name, caller) for name in self.by)
-        held = self.in_flight.get(key, 0)
-        if held >= self.limit:
-            raise TooManyRequests(
-                f"at most {self.limit} requests may be in flight at once here "
-                f"(counted by {', '.join(self.by)})",
-                retry_after=1,
-                code="too_many_in_flight",
-            )
-        self.in_flight[key] = held + 1
-        return key
-
-    def release(self, key: str) -> None:
-        held = self.in_flight.get(key, 0) - 1
-        if held <= 0:
-            self.in_flight.pop(key, None)
-        else:
-            self.in_flight[key] = held

@@ -17,9 +17,9 @@ from ferryman.limits.limiter import (
     AccountTier,
     Caller,
     Limits,
-    ParallelCap,
     RouteLimits,
 )
+from ferryman.limits.parallel import ParallelCap
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import host_of
@@ -81,7 +81,7 @@ class Proxy:
             if route.spec.limits or route.auth != ("none",) or account
         }
         self._caps = {
-            route.name: ParallelCap(route.spec.max_parallel, route.spec, route.name)
+            route.name: ParallelCap(route.spec.max_parallel, route.spec, route.name, limits)
             for route in self._table.routes
             if route.spec.max_parallel is not None
         }
@@ -162,14 +162,14 @@ class Proxy:
                 await budgets.check(identity)
             if limits is not None:
                 ctx.response_headers = await limits.check(caller, account)
-            slot = cap.acquire(caller) if cap is not None else None
+            slot = await cap.acquire(caller) if cap is not None else None
             try:
                 await self._forwarder.forward(
                     scope, receive, send, ctx, route, raw.decode("ascii"), add, drop, identity
                 )
             finally:
                 if cap is not None and slot is not None:
-                    cap.release(slot)
+                    await cap.release(slot)
                 if llm and account:
                     await self._charge_tokens(ctx, account)
         except GatewayError as error:
