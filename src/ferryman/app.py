@@ -27,6 +27,7 @@ from ferryman.guards.trusted_host import TrustedHost
 from ferryman.limits.alerts import Alerts
 from ferryman.limits.backends import RedisBackend
 from ferryman.limits.budgets import Budgets
+from ferryman.limits.fleet_spend import FleetSpend
 from ferryman.limits.limiter import RENEW, Limits
 from ferryman.metering.pricing import PriceTable
 from ferryman.metering.writer import UsageWriter
@@ -237,7 +238,12 @@ class Ferryman:
         alerts = Alerts(database, self.metrics, spec.webhook)
         alerts.start()
         self.alerts = alerts
-        budgets = Budgets(database, writer, spec, clock, self.metrics, alerts)
+        fleet = None
+        if self.redis is not None and self.breaker is not None:
+            timeout = max(self.gateway.limiter.timeout, 0.05)
+            fleet = FleetSpend(self.redis, settings.redis_prefix, self.breaker, timeout)
+            writer.eager = True
+        budgets = Budgets(database, writer, spec, clock, self.metrics, alerts, fleet)
         self.budgets = budgets
         self.proxy.install_budgets(budgets)
         refresh = Periodic("budget_refresh", spec.refresh, budgets.refresh, metrics=self.metrics)
@@ -297,6 +303,8 @@ class Ferryman:
             except Exception:
                 log.exception("usage_final_write_failed", lost=self.usage.queued)
             self.usage = None
+        if self.budgets is not None and self.budgets.fleet is not None:
+            await self.budgets.fleet.send()  # the last requests' cost, to the fleet
         for task in self.tasks:
             await task.stop()
         self.tasks.clear()

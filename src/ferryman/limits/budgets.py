@@ -18,7 +18,9 @@ the budget, and its cost is only known when it ends. So the spend stops at most 
 cost of the requests that were already admitted and still running when the budget was
 reached (bounded in number by `max_parallel`), plus, with several instances, what the
 other instances spent in the last `refresh` seconds and usage flush interval (they
-learn of each other's spend through the database).
+learn of each other's spend through the database). With Redis the instances share one
+counter per budget window instead (limits/fleet_spend.py), read before each request:
+what the other instances spent counts at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ferryman.config.limits import Budgets as BudgetsSpec
 from ferryman.errors import TooManyRequests
 from ferryman.limits.alerts import Alert, Alerts
 from ferryman.limits.allowance import Budget, money
+from ferryman.limits.fleet_spend import FleetSpend
 from ferryman.metering.writer import UsageWriter
 from ferryman.observability.metrics import Metrics
 from ferryman.store import budgets as rows
@@ -66,10 +69,19 @@ class Tally:
     announced: int = 0
     """The highest alert threshold (percent) this process has seen crossed."""
     used_at: float = field(default_factory=time.monotonic)
+    fleet: float | None = None
+    """The fleet's spend per Redis when last read (plus this process's since), or None
+    without Redis or while it fails."""
 
     @property
     def spent(self) -> float:
+        """What this process knows of: the database's sum and its own cost since."""
         return self.base + self.since + self.pending
+
+    @property
+    def total(self) -> float:
+        """The spend a request is checked against: the fleet's if known."""
+        return self.spent if self.fleet is None else self.fleet
 
     def counts(self, row: UsageRow) -> bool:
         subject = row.credential_id if self.scope == "credential" else row.user_id
@@ -87,8 +99,11 @@ class Budgets:
         clock: Clock,
         metrics: Metrics,
         alerts: Alerts | None = None,
+        fleet: FleetSpend | None = None,
     ) -> None:
         self.db = db
+        self.fleet = fleet
+        """The fleet's counters in Redis (limits/fleet_spend.py), with FERRYMAN_REDIS_URL."""
         self.writer = writer
         self.spec = spec
         self.clock = clock
@@ -118,23 +133,46 @@ class Budgets:
             return
         self.writer.settle()  # every finished request's cost is in the tallies
         now = self.clock.time()
+        tallies = []
         for scope, subject, budget in budgets:
             tally = self._tallies.get((scope, subject))
             if tally is None or tally.budget != budget or now >= tally.renews_ts:
                 tally = await self._seed(scope, subject, budget)
             tally.used_at = time.monotonic()
-            if tally.spent >= budget.amount:
+            tallies.append(tally)
+        if self.fleet is not None:
+            await self._read_fleet(tallies)
+        for tally in tallies:
+            scope, budget = tally.scope, tally.budget
+            if tally.total >= budget.amount:
                 self.metrics.budget_event(scope, "refused")
                 if scope == "user":
                     whose = "the account's"
                 else:
                     whose = "this key's" if identity.kind == "api_key" else "this credential's"
                 raise TooManyRequests(
-                    f"{whose} budget of {budget.text} is spent ({money(tally.spent)} of "
+                    f"{whose} budget of {budget.text} is spent ({money(tally.total)} of "
                     f"{money(budget.amount)}); it renews at {tally.renews.isoformat()}",
                     retry_after=max(1, math.ceil(tally.renews_ts - now)),
                     code="budget_exceeded",
                 )
+
+    async def _read_fleet(self, tallies: list[Tally]) -> None:
+        """The fleet's spend into each tally, seeding missing counters with this
+        process's; on failure, each tally is left to this process's own count."""
+        fleet = self.fleet
+        assert fleet is not None
+        try:
+            values = await fleet.read(tallies)
+            for tally, value in zip(tallies, values, strict=True):
+                tally.fleet = value if value is not None else await fleet.seed(tally, tally.spent)
+        except Exception as exc:  # BreakerOpen and TimeoutError included
+            for tally in tallies:
+                tally.fleet = None
+            log.debug("budget_fleet_unavailable", reason=type(exc).__name__)
+            return
+        for tally in tallies:
+            self._crossed(tally)
 
     async def _seed(self, scope: Scope, subject: str, budget: Budget) -> Tally:
         # Concurrent first requests share one read.
@@ -155,8 +193,13 @@ class Budgets:
 
     def added(self, row: UsageRow) -> None:
         """A metered request's cost, as it is queued for writing."""
+        cost = row.cost or 0.0
         for tally in self._matching(row):
-            tally.pending += row.cost or 0.0
+            tally.pending += cost
+            if self.fleet is not None and cost:
+                self.fleet.add(tally, cost)
+                if tally.fleet is not None:
+                    tally.fleet += cost
             self._crossed(tally)
 
     def written(self, written: Sequence[UsageRow]) -> None:
@@ -186,6 +229,8 @@ class Budgets:
 
     async def refresh(self) -> None:
         """Re-read every tally in use from the database; forget the idle and the old."""
+        if self.fleet is not None:
+            await self.fleet.send()  # what failed to go out before
         now, idle = self.clock.time(), time.monotonic() - IDLE
         for key, tally in list(self._tallies.items()):
             if tally.used_at < idle or now >= tally.renews_ts:
@@ -203,7 +248,7 @@ class Budgets:
 
     def _crossed(self, tally: Tally) -> None:
         amount = tally.budget.amount
-        percent = tally.spent / amount * 100 if amount > 0 else 0.0
+        percent = tally.total / amount * 100 if amount > 0 else 0.0
         crossed = [t for t in self.thresholds if tally.announced < t <= percent + 1e-9]
         if not crossed:
             return
@@ -216,7 +261,7 @@ class Budgets:
                     scope=tally.scope,
                     subject_id=tally.subject,
                     threshold=threshold,
-                    spent=tally.spent,
+                    spent=tally.total,
                     budget=amount,
                     period=tally.budget.period,
                     window_start=tally.start,

@@ -78,6 +78,10 @@ class UsageWriter:
         self.listener: UsageListener | None = None
         #: SQLite in a file: batches go through a connection of their own.
         self._sqlite = SqliteUsage.of(db)
+        self.eager = False
+        """Settle once per event-loop turn rather than per batch: a fleet's budgets
+        need each cost in Redis soon, not at the next flush (still batched per turn)."""
+        self._settling = False
         self._stopping = False
 
     def record(self, record: Record, reading: Reading | None) -> None:
@@ -90,6 +94,16 @@ class UsageWriter:
         pending.append((record, reading))
         if waiting + 1 >= self.batch:
             self._wake.set()
+        if self.eager and not self._settling:
+            self._settling = True
+            asyncio.get_running_loop().call_soon(self._settle_turn)
+
+    def _settle_turn(self) -> None:
+        self._settling = False
+        try:
+            self.settle()
+        except Exception:  # never on a request's account; the batch will retry
+            log.exception("usage_settle_failed")
 
     def add(self, row: UsageRow) -> None:
         """A row already built (priced here if it has no cost)."""
