@@ -256,7 +256,15 @@ class Ferryman:
             if removed:
                 log.info("usage_pruned", records=removed, before=before.isoformat())
 
-        job = Periodic("usage_retention", 86_400.0, prune, metrics=self.metrics, first_delay=60.0)
+        leader = self._leader() if self.redis is not None else None
+        job = Periodic(
+            "usage_retention",
+            86_400.0,
+            prune,
+            metrics=self.metrics,
+            leader=leader,
+            first_delay=60.0,
+        )
         job.start()
         self.tasks.append(job)
 
