@@ -10,6 +10,7 @@ import click
 
 from ferryman import __version__
 from ferryman.cli.common import export, friendly, identity, read_password
+from ferryman.cli.doctor import doctor
 from ferryman.cli.pool import master_key, upstream_keys
 from ferryman.config.loading import load_gateway_file, load_settings
 from ferryman.observability.logging import configure_logging
@@ -165,5 +166,6 @@ def keys_create(username: str, name: str, scopes: tuple[str, ...]) -> None:
     click.echo(raw)
 
 
+main.add_command(doctor)
 main.add_command(upstream_keys)
 main.add_command(master_key)

@@ -84,6 +84,13 @@ def _read(path: Path) -> dict[str, str]:
     return data
 
 
+def read_stored(settings: Settings) -> tuple[Path, dict[str, str]]:
+    """The secrets file of the data directory and what it holds, without creating or
+    changing anything (`ferryman doctor`); SecretsError when it cannot be read."""
+    path = settings.data_dir.resolve() / SECRETS_FILE
+    return path, _read(path)
+
+
 def _write(path: Path, data: dict[str, str]) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
