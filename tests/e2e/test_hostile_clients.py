@@ -75,6 +75,15 @@ async def test_slow_senders_do_not_take_the_route_down(
     assert not [r for r in upstream.seen.requests if r["path"] == "/upload"]
 
 
+async def end_of(reader: asyncio.StreamReader) -> bytes:
+    """What is left to read until the gateway closes (b"" when nothing was sent). A
+    close with bytes of ours still unread reaches us as a reset: a close too."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        return b""
+
+
 async def test_slow_request_heads_are_closed_within_the_timeout(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
@@ -94,9 +103,7 @@ async def test_slow_request_heads_are_closed_within_the_timeout(
 
         started = time.monotonic()
         dribblers = [asyncio.create_task(dribble(w)) for _, w in connections]
-        ends = await asyncio.gather(
-            *(asyncio.wait_for(reader.read(), 5) for reader, _ in connections)
-        )
+        ends = await asyncio.gather(*(end_of(reader) for reader, _ in connections))
         closed_after = time.monotonic() - started
         for task in dribblers:
             task.cancel()
@@ -104,7 +111,7 @@ async def test_slow_request_heads_are_closed_within_the_timeout(
             writer.close()
         # A silent connection (never a byte) is closed too.
         reader, writer = await open_raw(gw)
-        silent = await asyncio.wait_for(reader.read(), 5)
+        silent = await end_of(reader)
         writer.close()
         # And a well-behaved client is unaffected.
         assert len(await latencies(gw, 3)) == 3
