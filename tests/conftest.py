@@ -19,6 +19,7 @@ import pytest
 
 from ferryman.config.settings import Settings
 from ferryman.observability.logging import configure_logging
+from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.upstream import FakeUpstream
 
 #: Secrets the tests used; none may appear in any log line of the run.
@@ -123,6 +124,15 @@ def settings(settings_factory: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = await FakeUpstream().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def openrouter() -> AsyncIterator[FakeOpenRouter]:
+    """The fake OpenRouter, knowing no key (folders and modules that need some have
+    their own)."""
+    fake = await FakeOpenRouter().start()
     yield fake
     await fake.stop()
 

@@ -32,13 +32,6 @@ HISTORY_FIELDS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    yield fake
-    await fake.stop()
-
-
 @contextlib.asynccontextmanager
 async def monitor(
     settings: Settings, fake: FakeOpenRouter, clock: FakeClock

@@ -4,7 +4,7 @@ nothing changed, no secret shown, exit 1 when something fails."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,6 @@ from tests.upstreams.test_cli_upstream_keys import Cli, Result
 pytestmark = pytest.mark.e2e
 
 LINE = re.compile(r"^(ok|warn|FAIL) +(\S+(?: \S+)?) +(.+)$")
-
-
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": 
 
 
 @pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def builtin(tmp_path: Path, openrouter: FakeOpenRouter) -> AsyncIterator[Callable[..., Any]]:
     """`ferryman serve` with no file (seed 000's gateway) in front of the fake OpenRouter,
     one key in its shared pool."""

@@ -17,7 +17,6 @@ from sqlalchemy import text
 from ferryman.config.settings import Settings
 from ferryman.store.engine import create_database
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import GatewayProcess
 
 Start = Callable[..., Any]
@@ -68,10 +67,3 @@ async def fleet(tmp_path: Path, fleet_env: dict[str, str]) -> AsyncIterator[Star
     yield start
     for proc in started:
         await proc.stop()
-
-
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    yield fake
-    await fake.stop()

@@ -57,6 +57,12 @@ async def chat(
         return response.status, body
 
 
+async def root_key(api: Api) -> str:
+    """A client key of the admin the fleet was started with."""
+    key: str = (await api.new_key(await api.login("root")))["key"]
+    return key
+
+
 async def start(fleet: Start, fake: FakeOpenRouter, budget: float) -> list[GatewayProcess]:
     fake.add_key(POOL_KEY, label="fixed")
     instances: list[GatewayProcess] = await fleet(2, llm(fake, budget), OR_KEY=POOL_KEY, **ADMIN)
@@ -69,7 +75,7 @@ async def test_a_budget_spent_through_one_instance_is_spent_on_the_other(
     one, two = await start(fleet, openrouter, COST * 2.5)
     async with aiohttp.ClientSession() as http:
         api = Api(http, one.url)
-        key = (await api.new_key(await api.login("root")))["key"]
+        key = await root_key(api)
         assert [(await chat(http, gw, key))[0] for gw in (one, one, two)] == [200] * 3
         await asyncio.sleep(0.2)  # the last cost goes to Redis in the background
         for gw in (two, one):
@@ -83,7 +89,7 @@ async def test_concurrent_requests_across_the_fleet_overshoot_by_those_in_flight
     one, two = await start(fleet, openrouter, COST * 2.5)
     async with aiohttp.ClientSession() as http:
         api = Api(http, one.url)
-        key = (await api.new_key(await api.login("root")))["key"]
+        key = await root_key(api)
         streams = [
             chat(http, (one, two)[i % 2], key, stream=True, x_chunks=3, x_interval=0.1)
             for i in range(8)

@@ -33,6 +33,15 @@ def fleet_settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings_factory(redis_url=TEST_REDIS_URL, redis_prefix=f"t{uuid.uuid4().hex[:10]}:")
 
 
+async def user_key(http: aiohttp.ClientSession, gw: Running, username: str) -> str:
+    """The pool's key stored (once, in the shared database), a user, and their key."""
+    await add_pool_key(gw)
+    client = Client(http, gw.url)
+    _, token = await client.user(username)
+    key: str = (await client.new_key(token))["key"]
+    return key
+
+
 async def statuses(http: aiohttp.ClientSession, gw: Running, key: str, n: int) -> list[int]:
     return [(await chat(http, gw, key))[0] for _ in range(n)]
 
@@ -51,10 +60,7 @@ async def test_what_one_instance_spent_counts_on_the_other_at_once(
 ) -> None:
     spec = gateway(openrouter, COST * 2.5)
     async with serve_app(fleet_settings, spec) as one, client_session() as http:
-        await add_pool_key(one)
-        client = Client(http, one.url)
-        _, token = await client.user("fay")
-        key = (await client.new_key(token))["key"]
+        key = await user_key(http, one, "fay")
         async with serve_app(fleet_settings, spec) as two:
             assert await statuses(http, one, key, 2) == [200, 200]
             assert await statuses(http, two, key, 1) == [200]
@@ -74,10 +80,7 @@ async def test_concurrent_requests_on_two_instances_overshoot_by_those_in_flight
 ) -> None:
     spec = gateway(openrouter, COST * 2.5)
     async with serve_app(fleet_settings, spec) as one, client_session() as http:
-        await add_pool_key(one)
-        client = Client(http, one.url)
-        _, token = await client.user("gus")
-        key = (await client.new_key(token))["key"]
+        key = await user_key(http, one, "gus")
         async with serve_app(fleet_settings, spec) as two:
             streams = [
                 chat(http, (one, two)[i % 2], key, stream=True, x_chunks=3, x_interval=0.1)
@@ -97,10 +100,7 @@ async def test_a_redis_that_fails_leaves_each_instance_its_own_count(
     settings = settings_factory(redis_url="redis://127.0.0.1:1/0")  # nothing listens
     spec = gateway(openrouter, COST * 1.5)
     async with serve_app(settings, spec) as gw, client_session() as http:
-        await add_pool_key(gw)
-        client = Client(http, gw.url)
-        _, token = await client.user("hal")
-        key = (await client.new_key(token))["key"]
+        key = await user_key(http, gw, "hal")
         assert await statuses(http, gw, key, 3) == [200, 200, 429]
         assert gw.app.budgets is not None
         (tally,) = gw.app.budgets._tallies.values()

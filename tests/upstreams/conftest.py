@@ -6,19 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from ferryman.clock import Clock
 from ferryman.config.settings import Settings
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.support import Running, serve_app
-
-
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    yield fake
-    await fake.stop()
 
 
 def pooled_gateway(

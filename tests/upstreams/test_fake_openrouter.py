@@ -5,20 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from tests.fakes.openrouter import CHAT_PATH, FakeOpenRouter
 from tests.support import client_session
-
-
-@pytest.fixture
-async def openrouter() -> AsyncIterator[FakeOpenRouter]:
-    fake = await FakeOpenRouter().start()
-    yield fake
-    await fake.stop()
 
 
 def auth(key: str) -> dict[str, str]:
