@@ -60,6 +60,32 @@ def test_a_serving_process_never_imports_alembic() -> None:
     assert result.stdout.splitlines() == [f"None {migrate.HEAD}", "[]"]
 
 
+def test_a_start_on_a_database_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    """The app migrates at every start when run outside `ferryman serve` (which does it
+    in a forked child), e.g. `uvicorn --factory ferryman.app:create_app`: on a database
+    already at the newest revision that is one query, and Alembic (with Mako, ~11 MB)
+    stays out of the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncio\n"
+        "from ferryman.config.settings import Settings\n"
+        "from ferryman.store import migrate\n"
+        "from ferryman.store.engine import create_database\n"
+        f"db = create_database(Settings(_env_file=None, data_dir={str(tmp_path)!r}))\n"
+        "print(*asyncio.run(migrate.upgrade(db)))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    run = [sys.executable, "-c", code]
+    first = subprocess.run(run, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[-2] == f"None {migrate.HEAD}"  # migrated: Alembic ran
+    again = subprocess.run(run, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-2:] == [f"{migrate.HEAD} {migrate.HEAD}", "[]"]
+
+
 async def test_concurrent_migrators_do_not_collide(db_settings: Settings) -> None:
     databases = [create_database(db_settings) for _ in range(4)]
     try:

@@ -96,6 +96,11 @@ async def _migrate(db: Database, direction: str, revision: str) -> tuple[str | N
                 if db.schema:
                     await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"'))
             before = await conn.run_sync(_current)
+            if direction == "upgrade" and revision in ("head", HEAD) and before == HEAD:
+                # An app started outside `ferryman serve` (which migrates in a forked
+                # child) asks this at every start: answered without importing Alembic
+                # and Mako, which would stay in its memory for nothing.
+                return before, before
             await conn.run_sync(_run, direction, revision)
             after = await conn.run_sync(_current)
     except (SQLAlchemyError, OSError) as exc:
