@@ -6,7 +6,6 @@ tier admits, no state changes (a request refused by one tier consumes none).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -113,10 +112,6 @@ return #KEYS
 """
 
 
-Waiting = tuple[list[Tier], "asyncio.Future[list[str | int]]"]
-"""A request's tiers and the future its script results go to."""
-
-
 class RedisBackend:
     """Every tier in one EVALSHA, timed by Redis's own clock (`TIME`); and the
     `max_parallel` slots, leased by the same clock."""
@@ -127,8 +122,6 @@ class RedisBackend:
         self._script: AsyncScript = redis.register_script(SCRIPT)
         self._acquire: AsyncScript = redis.register_script(ACQUIRE)
         self._renew: AsyncScript = redis.register_script(RENEW)
-        self._batch: list[Waiting] = []
-        self._sending: set[asyncio.Task[None]] = set()
 
     async def acquire(self, key: str, limit: int, lease: float, member: str) -> bool:
         """Take a slot under `key` unless `limit` are held (expired leases are not)."""
@@ -145,15 +138,7 @@ class RedisBackend:
         await self._renew(keys=keys, args=[lease, *members])
 
     async def hit(self, tiers: list[Tier]) -> list[Decision]:
-        """Check and take the request's tiers. Requests that ask in the same turn of the
-        event loop go to Redis together, in one call (each still all-or-nothing, in
-        order): under load the client's cost of a call (~100 us of CPU in redis-py) is
-        shared instead of paid per request."""
-        waiter: asyncio.Future[list[str | int]] = asyncio.get_running_loop().create_future()
-        self._batch.append((tiers, waiter))
-        if len(self._batch) == 1:
-            asyncio.get_running_loop().call_soon(self._send_batch)
-        raw = await waiter
+        raw = await self._call(tiers, None)
         decisions = []
         for index, tier in enumerate(tiers):
             allowed, remaining, reset, retry = raw[index * 4 : index * 4 + 4]
@@ -171,40 +156,14 @@ class RedisBackend:
 
     async def charge(self, tiers: list[Tier]) -> None:
         """Consume each GCRA tier's cost unconditionally, in one call."""
-        await self._call([tiers], "c")
+        await self._call(tiers, "c")
 
-    def _send_batch(self) -> None:
-        batch, self._batch = self._batch, []
-        waiting = [(tiers, waiter) for tiers, waiter in batch if not waiter.done()]
-        if waiting:
-            task = asyncio.get_running_loop().create_task(self._answer(waiting))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-
-    async def _answer(
-        self, batch: list[tuple[list[Tier], asyncio.Future[list[str | int]]]]
-    ) -> None:
-        try:
-            raw = await self._call([tiers for tiers, _ in batch], None)
-        except Exception as exc:  # each waiter's own caller decides (fallback, breaker)
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            return
-        at = 0
-        for tiers, waiter in batch:
-            part, at = raw[at : at + 4 * len(tiers)], at + 4 * len(tiers)
-            if not waiter.done():
-                waiter.set_result(part)
-
-    async def _call(self, requests: list[list[Tier]], algorithm: str | None) -> list[str | int]:
-        keys: list[str] = []
-        args: list[str | float | int] = [len(requests), *(len(tiers) for tiers in requests)]
-        for tiers in requests:
-            for tier in tiers:
-                rate = tier.rate
-                keys.append(self.prefix + tier.key)
-                kind = algorithm or ("g" if tier.algorithm == "gcra" else "w")
-                args += [kind, rate.count, rate.period, rate.burst, tier.cost]
+    async def _call(self, tiers: list[Tier], algorithm: str | None) -> list[str | int]:
+        keys = [self.prefix + tier.key for tier in tiers]
+        args: list[str | float | int] = []
+        for tier in tiers:
+            rate = tier.rate
+            kind = algorithm or ("g" if tier.algorithm == "gcra" else "w")
+            args += [kind, rate.count, rate.period, rate.burst, tier.cost]
         result: list[str | int] = await self._script(keys=keys, args=args)
         return result
