@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -10,9 +9,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ferryman import __version__
-from ferryman.api.app import ManagementMount, create_management_app
-from ferryman.api.limits import ApiLimits
-from ferryman.api.openapi import ApiFacts
+from ferryman.api.mount import ManagementMount
 from ferryman.auth.services import Auth
 from ferryman.auth.users import Registration
 from ferryman.clock import Clock
@@ -95,23 +92,12 @@ class Ferryman:
         self.alerts: Alerts | None = None
         self.upstream_keys: UpstreamKeys | None = None
         self.tasks: list[Periodic] = []
-        self.management = create_management_app(
-            settings.docs_enabled,
-            ApiFacts(
-                pass_durations=settings.access_pass_durations,
-                pooled_upstreams=tuple(
-                    name
-                    for name, spec in gateway.upstreams.items()
-                    if isinstance(spec.credential, PoolCredential)
-                ),
-            ),
-        )
         self.watchdog = Watchdog()
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted, self.watchdog)
         self.proxy = Proxy(self.table, self.forwarder, self.responder)
         self.limits = Limits(gateway.limiter, self.clock, self.metrics)
         self.proxy.install_limits(self.limits)
-        self.management.state.api_limits = ApiLimits(settings, self.limits)
+        self.mount: ManagementMount | None = None
         self.observe = build_stack(self)
         self._stack: ASGIApp = self.observe
 
@@ -138,8 +124,6 @@ class Ferryman:
         self._start_limits()
         self._start_metering(self.database)
         self.readiness.add("jobs", self._jobs_report)
-        if self.settings.docs_enabled:
-            await asyncio.to_thread(self.management.openapi)  # see api/openapi.py
         # Everything built so far lives as long as the process. Moving it out of the
         # collector's reach keeps a full collection from walking ~100k objects (tens of
         # milliseconds with the event loop stopped) while requests wait.
@@ -182,7 +166,6 @@ class Ferryman:
             await auth.users.ensure_admin(
                 settings.admin_username, settings.admin_password.get_secret_value()
             )
-        self.management.state.auth = auth
         self.proxy.install_auth(auth)
         touches = Periodic(
             "credential_last_used",
@@ -213,7 +196,6 @@ class Ferryman:
             per_user_limit=self.settings.max_upstream_keys_per_user,
         )
         self.upstream_keys = service
-        self.management.state.upstream_keys = service
         self.forwarder.install_pools(keyring.pools)
         leader = self._leader() if self.redis is not None else None
         for job in pool_jobs(service, self.settings, self.metrics, leader):
@@ -300,6 +282,27 @@ class Ferryman:
 
         return turn
 
+    def build_management(self) -> ASGIApp:
+        """The management API, built by the mount on its first request (after startup)."""
+        from ferryman.api.app import create_management_app
+        from ferryman.api.limits import ApiLimits
+        from ferryman.api.openapi import ApiFacts
+
+        settings, gateway = self.settings, self.gateway
+        pooled = (
+            n for n, s in gateway.upstreams.items() if isinstance(s.credential, PoolCredential)
+        )
+        facts = ApiFacts(
+            pass_durations=settings.access_pass_durations, pooled_upstreams=tuple(pooled)
+        )
+        management = create_management_app(settings.docs_enabled, facts)
+        management.state.api_limits = ApiLimits(settings, self.limits)
+        management.state.auth = self.auth
+        management.state.upstream_keys = self.upstream_keys
+        if settings.docs_enabled:
+            management.openapi()  # see api/openapi.py: built once, here, not per request
+        return management
+
     async def _jobs_report(self) -> dict[str, Any]:
         return {"jobs": {task.name: task.status() for task in self.tasks}}
 
@@ -381,7 +384,8 @@ def build_stack(app: Ferryman) -> Observe:
     """The request path, outermost first: observe → trusted host → health/metrics →
     CORS (the management API's) → management API → proxy (routes' own CORS inside)."""
     security = app.gateway.security
-    mount = ManagementMount(app.proxy, app.management, app.responder)
+    mount = ManagementMount(app.proxy, app.build_management, app.responder)
+    app.mount = mount
     stack: ASGIApp = mount
     if security.cors is not None:
         # Routes apply their CORS policy in the proxy; this one is the management API's.

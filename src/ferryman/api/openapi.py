@@ -155,8 +155,8 @@ def build(app: FastAPI, facts: ApiFacts) -> dict[str, Any]:
 
 def install_openapi(app: FastAPI, facts: ApiFacts) -> None:
     """Serve `build`'s document at the app's openapi_url. Building it takes a quarter
-    of a second: the gateway's startup has it built in a thread (`app.openapi()`), so
-    no request waits for it on the event loop."""
+    of a second: the mount that loads the management API has it built in the same
+    worker thread (`app.openapi()`), so no request waits for it on the event loop."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
