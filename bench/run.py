@@ -484,6 +484,26 @@ def rss_mb(pid: int) -> float:
     return sum(_vm_rss_kb(p) for p in _tree(pid)) / 1024
 
 
+def rss_parts(pid: int) -> dict[str, float]:
+    """Where one process's resident memory lies, in MB: the malloc heap (brk), other
+    anonymous maps (Python's object arenas, threads' malloc arenas and stacks), and
+    mapped files (shared libraries)."""
+    parts = {"heap": 0.0, "anon": 0.0, "files": 0.0}
+    where = "anon"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return parts
+    for line in lines:
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            path = fields[5] if len(fields) > 5 else ""
+            where = "heap" if path == "[heap]" else "files" if path.startswith("/") else "anon"
+        elif fields and fields[0] == "Rss:":
+            parts[where] += int(fields[1]) / 1024
+    return parts
+
+
 # --------------------------------------------------------------------------- other load
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -1219,6 +1239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for target in run.targets:
                 check_target(target)
             rss["ferryman RSS at start"] = rss_mb(run.ferryman_pid)
+            parts_at_start = rss_parts(run.ferryman_pid)
             print(f"measuring: {args.duration}s each after {args.warmup}s warm-up; {pin.note}")
             # Interleaved, so drift on the machine touches every target alike.
             for round_no in range(1, args.rounds + 1):
@@ -1230,6 +1251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
             rss["ferryman RSS after run"] = rss_mb(run.ferryman_pid)
             rss["floor RSS after run"] = rss_mb(run.floor_pid)
+            for moment, parts in (
+                ("start", parts_at_start),
+                ("after", rss_parts(run.ferryman_pid)),
+            ):
+                for part, mb in parts.items():
+                    rss[f"  ferryman {part} ({moment})"] = mb
             time.sleep(1.5)  # one usage flush interval: what was queued is written
             usage = usage_counts(run.ferryman_url)
     except KeyboardInterrupt:

@@ -8,8 +8,8 @@ from datetime import date, datetime
 from typing import Literal
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ferryman.store import dialects
 from ferryman.store.engine import Database
 from ferryman.store.tables import budget_alerts, usage_daily
 
@@ -44,7 +44,7 @@ async def claim_alert(
 ) -> bool:
     """Record that this threshold of this budget's window is announced; False if some
     instance already did."""
-    insert = postgresql.insert if db.backend == "postgresql" else sqlite.insert
+    insert = dialects.insert(db.backend)
     statement = (
         insert(budget_alerts)
         .values(

@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ferryman.store import dialects
 from ferryman.store.engine import Database
 from ferryman.store.tables import upstream_key_history
 
@@ -56,7 +56,7 @@ class Day:
 
 @functools.cache
 def _upsert(backend: str) -> Any:
-    insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+    insert = dialects.insert(backend)
     statement = insert(upstream_key_history)
     new, old = statement.excluded, upstream_key_history.c
     return statement.on_conflict_do_update(

@@ -6,9 +6,8 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ferryman.store import dialects
 from ferryman.store.engine import Database
 from ferryman.store.tables import meta
 
@@ -21,7 +20,7 @@ async def get(db: Database, key: str) -> str | None:
 
 async def put(db: Database, key: str, value: str) -> None:
     """Insert or replace one value."""
-    insert = pg_insert if db.backend == "postgresql" else sqlite_insert
+    insert = dialects.insert(db.backend)
     now = datetime.now(UTC)
     statement = insert(meta).values(key=key, value=value, updated_at=now)
     statement = statement.on_conflict_do_update(
@@ -33,7 +32,7 @@ async def put(db: Database, key: str, value: str) -> None:
 
 async def setdefault(db: Database, key: str, value: str) -> str:
     """Store `value` unless a value exists; return the stored one either way."""
-    insert = pg_insert if db.backend == "postgresql" else sqlite_insert
+    insert = dialects.insert(db.backend)
     statement = (
         insert(meta)
         .values(key=key, value=value, updated_at=datetime.now(UTC))

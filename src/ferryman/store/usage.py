@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Dialect, Table, and_, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy import Table, and_, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ferryman.store import dialects
 from ferryman.store.engine import Database
 from ferryman.store.tables import usage_daily, usage_daily_totals, usage_records
 
@@ -57,18 +56,14 @@ FIELDS = UsageRow._fields
 #: The raw records' insert compiled once per driver, with positional parameters in
 #: FIELDS order: executed on the driver (one executemany of the rows, their time made
 #: what the database wants) it costs a fraction of SQLAlchemy binding each row's values.
-def _compiled_insert(dialect: Dialect) -> str:
+@functools.cache
+def insert_sql(backend: str) -> str:
     statement = usage_records.insert().inline().values({n: bindparam(n) for n in FIELDS})
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialects.dialect(backend))
     if tuple(compiled.positiontup or ()) != FIELDS:
         raise RuntimeError(f"usage insert parameters out of order: {compiled.positiontup}")
     return str(compiled)
 
-
-INSERT = {
-    "sqlite": _compiled_insert(sqlite.dialect()),
-    "postgresql": _compiled_insert(asyncpg.dialect()),  # type: ignore[no-untyped-call]
-}
 
 _EPOCH = date(1970, 1, 1)
 #: Formatted seconds and days, by the number since the epoch (a batch's rows share few).
@@ -145,7 +140,7 @@ SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cos
 @functools.cache
 def upsert(backend: str, table: Table, keys: tuple[str, ...]) -> Any:
     """Add a batch's sums to the table's rows (made once per backend and table)."""
-    insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+    insert = dialects.insert(backend)
     statement = insert(table)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
@@ -202,7 +197,7 @@ async def write(db: Database, rows: Sequence[UsageRow]) -> None:
         return
     records, daily, total = batch(db.backend, rows)
     async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(INSERT[db.backend], records)
+        await conn.exec_driver_sql(insert_sql(db.backend), records)
         # One executemany each, in key order (rows locked in the same order everywhere).
         await conn.execute(upsert(db.backend, usage_daily, DAILY_KEYS), daily)
         await conn.execute(upsert(db.backend, usage_daily_totals, TOTALS_KEYS), total)

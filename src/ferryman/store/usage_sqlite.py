@@ -24,23 +24,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import sqlite
 
+from ferryman.store import dialects
 from ferryman.store.engine import SQLITE_PRAGMAS, Database
 from ferryman.store.tables import usage_daily, usage_daily_totals
 from ferryman.store.usage import (
     DAILY_KEYS,
-    INSERT,
     TOTALS_KEYS,
     UsageRow,
     batch,
+    insert_sql,
     upsert,
 )
 
 
 def _compiled(table: Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     """The upsert's SQL for SQLite and the order of its parameters."""
-    compiled = upsert("sqlite", table, keys).compile(dialect=sqlite.dialect())
+    compiled = upsert("sqlite", table, keys).compile(dialect=dialects.dialect("sqlite"))
     return str(compiled), tuple(compiled.positiontup or ())
 
 
@@ -51,7 +51,7 @@ ROWS_PER_INSERT = 50
 
 def _insert_many(count: int) -> str:
     """The records' INSERT with `count` rows of values."""
-    head, _, values = INSERT["sqlite"].partition(" VALUES ")
+    head, _, values = insert_sql("sqlite").partition(" VALUES ")
     return f"{head} VALUES {', '.join([values] * count)}"
 
 
