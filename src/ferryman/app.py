@@ -10,6 +10,7 @@ import structlog
 
 from ferryman import __version__
 from ferryman.api.mount import ManagementMount
+from ferryman.auth import jwt_tokens
 from ferryman.auth.services import Auth
 from ferryman.auth.users import Registration
 from ferryman.clock import Clock
@@ -167,6 +168,8 @@ class Ferryman:
                 settings.admin_username, settings.admin_password.get_secret_value()
             )
         self.proxy.install_auth(auth)
+        if any("jwt" in route.auth for route in self.gateway.routes):
+            jwt_tokens.load()
         touches = Periodic(
             "credential_last_used",
             30.0,
@@ -287,6 +290,8 @@ class Ferryman:
         from ferryman.api.app import create_management_app
         from ferryman.api.limits import ApiLimits
         from ferryman.api.openapi import ApiFacts
+
+        jwt_tokens.load()  # the API signs in with JWTs
 
         settings, gateway = self.settings, self.gateway
         pooled = (

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-
-import jwt
 
 from ferryman.auth import errors
 from ferryman.auth.cache import Entry
@@ -16,6 +15,14 @@ from ferryman.store.users import User
 
 if TYPE_CHECKING:
     from ferryman.auth.services import Auth
+
+
+def load() -> None:
+    """Import PyJWT (with cryptography's public-key algorithms, ~2.4 MB resident): only
+    a gateway that issues or verifies JWTs pays for it, at startup when a route takes
+    them and when the management API loads, so no request waits for the import."""
+    importlib.import_module("jwt")
+
 
 WHAT = "token"
 ALGORITHM = "HS256"
@@ -31,6 +38,8 @@ class JwtCodec:
         self._clock = clock
 
     def issue(self, user: User) -> tuple[str, int]:
+        import jwt  # see load()
+
         now = self._clock.now()
         expires_in = self.expire_minutes * 60
         claims = {
@@ -45,6 +54,8 @@ class JwtCodec:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a valid, unexpired token, or Unauthorized."""
+        import jwt  # see load()
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
