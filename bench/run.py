@@ -42,7 +42,8 @@ HIGH, LOW = max(CONCURRENCIES), min(CONCURRENCIES)
 
 TARGET_THROUGHPUT_RATIO = 0.70  # ferryman:pass req/s @HIGH / floor, at least
 TARGET_P50_RATIO = 1.50  # ferryman:pass p50 @LOW / floor, at most
-TARGET_RSS_MB = 120.0  # ferryman resident memory after the run, below
+TARGET_RSS_MB = 100.0  # ferryman resident memory after the run, below
+TARGET_IDLE_RSS_MB = 80.0  # ferryman resident memory once started, before any load
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -959,7 +960,10 @@ def _ratio(results: Sequence[Result], num: str, den: str, conc: int, attr: str) 
 
 
 def compute_ratios(
-    results: Sequence[Result], ferryman_rss: float, usage: dict[str, float] | None = None
+    results: Sequence[Result],
+    ferryman_rss: float,
+    usage: dict[str, float] | None = None,
+    idle_rss: float | None = None,
 ) -> list[Ratio]:
     base = f"ferryman:{BASELINE}"
     ratios = []
@@ -987,6 +991,16 @@ def compute_ratios(
             None if p50 is None else p50 <= TARGET_P50_RATIO,
         )
     )
+    if idle_rss is not None:
+        ratios.append(
+            Ratio(
+                "ferryman RSS at start",
+                idle_rss,
+                f"{idle_rss:.0f} MB",
+                f"< {TARGET_IDLE_RSS_MB:.0f} MB",
+                idle_rss < TARGET_IDLE_RSS_MB,
+            )
+        )
     ratios.append(
         Ratio(
             "ferryman RSS after run",
@@ -1266,7 +1280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nfailed; every process stopped. logs: {ws.root}", file=sys.stderr)
         raise
     results = combine(runs)
-    ratios = compute_ratios(results, rss["ferryman RSS after run"], usage)
+    ratios = compute_ratios(
+        results, rss["ferryman RSS after run"], usage, rss["ferryman RSS at start"]
+    )
     print()
     print(render(results, ratios, rss))
     errors = error_report(runs)
