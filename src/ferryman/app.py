@@ -19,9 +19,7 @@ from ferryman.config.loading import load_gateway, load_settings
 from ferryman.config.secrets import Secrets, ensure_secrets
 from ferryman.config.settings import Settings
 from ferryman.config.upstreams import PoolCredential
-from ferryman.errors import ConfigError, FerrymanError, StorageError
-from ferryman.guards.cors import Cors, CorsPolicy
-from ferryman.guards.trusted_host import TrustedHost
+from ferryman.errors import ConfigError, FerrymanError
 from ferryman.limits.alerts import Alerts
 from ferryman.limits.backends import RedisBackend
 from ferryman.limits.budgets import Budgets
@@ -29,8 +27,7 @@ from ferryman.limits.fleet_spend import FleetSpend
 from ferryman.limits.limiter import RENEW, Limits
 from ferryman.metering.pricing import PriceTable
 from ferryman.metering.writer import UsageWriter
-from ferryman.observability.access import Observe
-from ferryman.observability.health import Readiness, SystemRoutes
+from ferryman.observability.health import Readiness
 from ferryman.observability.logging import configure_logging
 from ferryman.observability.metrics import create_metrics
 from ferryman.observability.recorder import RequestRecorder
@@ -41,6 +38,7 @@ from ferryman.proxy.routing import RouteTable
 from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.watchdog import Watchdog
+from ferryman.stack import build_stack
 from ferryman.store import meta, migrate
 from ferryman.store import usage as usage_rows
 from ferryman.store.breaker import Breaker
@@ -105,7 +103,7 @@ class Ferryman:
     async def startup(self) -> None:
         self.secrets = ensure_secrets(self.settings)
         self.database = create_database(self.settings)
-        await prepare_database(self.database, self.settings.migrate_on_start)
+        await migrate.prepare(self.database, self.settings.migrate_on_start)
         self.readiness.add("database", self.database.ping)
         if self.settings.redis_url:
             redis = connect_redis(self.settings.redis_url)
@@ -370,40 +368,6 @@ class Ferryman:
             await self.shutdown()
         finally:
             await send({"type": "lifespan.shutdown.complete"})
-
-
-async def prepare_database(database: Database, migrate_now: bool) -> None:
-    """Migrate to the newest schema, or check the database is already there."""
-    if migrate_now:
-        await migrate.upgrade(database)
-        return
-    at, head = await migrate.current(database), migrate.head_revision()
-    if at != head:
-        raise StorageError(
-            f"the database schema is at {at or 'nothing'} but this Ferryman needs {head}: "
-            "run `ferryman migrate`"
-        )
-
-
-def build_stack(app: Ferryman) -> Observe:
-    """The request path, outermost first: observe → trusted host → health/metrics →
-    CORS (the management API's) → management API → proxy (routes' own CORS inside)."""
-    security = app.gateway.security
-    mount = ManagementMount(app.proxy, app.build_management, app.responder)
-    app.mount = mount
-    stack: ASGIApp = mount
-    if security.cors is not None:
-        # Routes apply their CORS policy in the proxy; this one is the management API's.
-        stack = Cors(stack, CorsPolicy(security.cors, app.responder), applies=mount.owns)
-    stack = SystemRoutes(
-        stack,
-        app.responder,
-        app.readiness,
-        app.recorder if app.settings.metrics_enabled else None,
-    )
-    if "*" not in security.trusted_hosts:
-        stack = TrustedHost(stack, security.trusted_hosts, app.responder)
-    return Observe(stack, app.metrics, app.trusted, app.responder, app.recorder)
 
 
 def create_app() -> Ferryman:

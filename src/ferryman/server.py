@@ -21,7 +21,6 @@ from concurrent.futures import ProcessPoolExecutor
 import structlog
 import uvicorn
 
-from ferryman.app import prepare_database
 from ferryman.clock import Clock
 from ferryman.config.loading import load_gateway
 from ferryman.config.secrets import Secrets, ensure_data_dir, ensure_secrets
@@ -29,6 +28,7 @@ from ferryman.config.settings import Settings
 from ferryman.observability.metrics import MULTIPROC_ENV, LocalMetrics
 from ferryman.protocol import GuardedProtocol
 from ferryman.ready import Ready, announce, facts
+from ferryman.store import migrate
 from ferryman.store.engine import create_database
 from ferryman.store.progress import Progress, progress
 from ferryman.upstreams.crypto import MasterKeys
@@ -45,7 +45,7 @@ async def _prepare(settings: Settings, secrets: Secrets) -> tuple[Progress, str]
     how far the installation is set up, and the database's URL fit to show."""
     database = create_database(settings)
     try:
-        await prepare_database(database, settings.migrate_on_start)
+        await migrate.prepare(database, settings.migrate_on_start)
         master_keys = MasterKeys.parse(secrets.encryption_keys.get_secret_value())
         await Keyring(database, master_keys, Clock(), LocalMetrics(), {}).load(strict=True)
         return await progress(database), database.display_url

@@ -49,10 +49,10 @@ def export(**values: object) -> None:
 @asynccontextmanager
 async def identity() -> AsyncIterator[Auth]:
     """The identity services on the configured database (migrated first if allowed)."""
-    from ferryman.app import prepare_database
     from ferryman.auth.services import Auth
     from ferryman.clock import Clock
     from ferryman.config.secrets import ensure_secrets
+    from ferryman.store import migrate
     from ferryman.store.engine import create_database
 
     settings = load_settings()
@@ -60,7 +60,7 @@ async def identity() -> AsyncIterator[Auth]:
     secrets = ensure_secrets(settings)
     database = create_database(settings)
     try:
-        await prepare_database(database, settings.migrate_on_start)
+        await migrate.prepare(database, settings.migrate_on_start)
         yield Auth(database, settings, secrets, Clock())
     finally:
         await database.dispose()

@@ -114,12 +114,12 @@ def upstream_keys_list(config: Path | None) -> None:
 async def _key_pool() -> AsyncIterator[UpstreamKeys]:
     """The key pool service on the configured database and gateway (upstreams started
     for validation, every stored key opened: a wrong master key stops here)."""
-    from ferryman.app import prepare_database
     from ferryman.clock import Clock
     from ferryman.config.loading import load_gateway
     from ferryman.config.secrets import ensure_secrets
     from ferryman.observability.metrics import LocalMetrics
     from ferryman.proxy.upstream import UpstreamClient
+    from ferryman.store import migrate
     from ferryman.store.engine import create_database
     from ferryman.upstreams.crypto import MasterKeys
     from ferryman.upstreams.keyring import Keyring
@@ -133,7 +133,7 @@ async def _key_pool() -> AsyncIterator[UpstreamKeys]:
     database = create_database(settings)
     clients = {name: UpstreamClient(name, spec) for name, spec in gateway.upstreams.items()}
     try:
-        await prepare_database(database, settings.migrate_on_start)
+        await migrate.prepare(database, settings.migrate_on_start)
         for client in clients.values():
             await client.start(credentials=False)
         clock = Clock()
@@ -172,8 +172,8 @@ def master_key_rotate(new_key: bool) -> None:
     Safe to interrupt and run again: each key is re-sealed in its own transaction and
     every key opens under its old or its new master key until all are done.
     """
-    from ferryman.app import prepare_database
     from ferryman.config.secrets import add_master_key, ensure_secrets
+    from ferryman.store import migrate
     from ferryman.store.engine import create_database
     from ferryman.upstreams.crypto import MasterKeys, new_master_key
     from ferryman.upstreams.rotation import rotate
@@ -195,7 +195,7 @@ def master_key_rotate(new_key: bool) -> None:
     async def run() -> int:
         database = create_database(settings)
         try:
-            await prepare_database(database, settings.migrate_on_start)
+            await migrate.prepare(database, settings.migrate_on_start)
             report = await rotate(database, master_keys)
         finally:
             await database.dispose()

@@ -129,3 +129,16 @@ async def current(db: Database) -> str | None:
             return await conn.run_sync(_current)
     except (SQLAlchemyError, OSError) as exc:
         raise StorageError(f"cannot reach {db.display_url}: {type(exc).__name__}: {exc}") from exc
+
+
+async def prepare(db: Database, migrate_now: bool) -> None:
+    """Migrate to the newest schema, or check the database is already there."""
+    if migrate_now:
+        await upgrade(db)
+        return
+    at, head = await current(db), head_revision()
+    if at != head:
+        raise StorageError(
+            f"the database schema is at {at or 'nothing'} but this Ferryman needs {head}: "
+            "run `ferryman migrate`"
+        )
