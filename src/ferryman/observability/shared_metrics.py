@@ -1,0 +1,132 @@
+"""Metrics for several workers: prometheus-client's multiprocess mode.
+
+`ferryman serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh directory before the
+workers start; each writes its samples there and any worker's `/metrics` answers for
+all. The one-process counters are `metrics.LocalMetrics`; both keep `Metrics`' interface.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from ferryman.observability.metrics import (
+    _BREAKER_STATE,
+    _BREAKER_TRANSITIONS,
+    _BUDGET,
+    _DURATION,
+    _ERRORS,
+    _IN_FLIGHT,
+    _JOB_FAILURES,
+    _JOB_SUCCESS,
+    _KEY_FAILURES,
+    _KEY_LABELS,
+    _KEY_REQUESTS,
+    _KEY_STATE,
+    _LIMITER_FALLBACKS,
+    _REQUESTS,
+    _UPSTREAM,
+    _USAGE,
+    BREAKER_STATES,
+    KEY_STATES,
+    LATENCY_BUCKETS,
+    Metrics,
+    _method_label,
+)
+
+
+class SharedMetrics(Metrics):
+    """prometheus-client's multiprocess mode, for several workers."""
+
+    batched = False
+
+    def __init__(self) -> None:
+        r = CollectorRegistry()
+        self._requests = Counter(*_REQUESTS, ["route", "method", "status"], registry=r)
+        self._duration = Histogram(*_DURATION, ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self._upstream = Histogram(
+            *_UPSTREAM, ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self._errors = Counter(*_ERRORS, ["upstream", "reason"], registry=r)
+        self._in_flight = Gauge(*_IN_FLIGHT, registry=r, multiprocess_mode="livesum")
+        self._key_requests = Counter(*_KEY_REQUESTS, _KEY_LABELS, registry=r)
+        self._key_failures = Counter(*_KEY_FAILURES, [*_KEY_LABELS, "reason"], registry=r)
+        self._key_state = Gauge(
+            *_KEY_STATE, [*_KEY_LABELS, "state"], registry=r, multiprocess_mode="mostrecent"
+        )
+        self._job_success = Gauge(*_JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
+        self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
+        self._limiter_fallbacks = Counter(*_LIMITER_FALLBACKS, registry=r)
+        # Each worker has a breaker of its own: one series per live worker (`pid`).
+        self._breaker_state = Gauge(
+            *_BREAKER_STATE, ["state"], registry=r, multiprocess_mode="liveall"
+        )
+        self._breaker_transitions = Counter(*_BREAKER_TRANSITIONS, ["state"], registry=r)
+        self._usage = Counter(*_USAGE, ["outcome"], registry=r)
+        self._budget = Counter(*_BUDGET, ["scope", "event"], registry=r)
+
+    def request_started(self) -> None:
+        self._in_flight.inc()
+
+    def request_finished(self) -> None:
+        self._in_flight.dec()
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._requests.labels(route, _method_label(method), str(status)).inc()
+        self._duration.labels(route).observe(seconds)
+
+    def observe_upstream(self, route: str, upstream: str, seconds: float) -> None:
+        self._upstream.labels(route, upstream).observe(seconds)
+
+    def upstream_error(self, upstream: str, reason: str) -> None:
+        self._errors.labels(upstream, reason).inc()
+
+    def key_request(self, upstream: str, key_id: str, key_name: str) -> None:
+        self._key_requests.labels(upstream, key_id, key_name).inc()
+
+    def key_failure(self, upstream: str, key_id: str, key_name: str, reason: str) -> None:
+        self._key_failures.labels(upstream, key_id, key_name, reason).inc()
+
+    def key_state(self, upstream: str, key_id: str, key_name: str, state: str) -> None:
+        for known in KEY_STATES:
+            self._key_state.labels(upstream, key_id, key_name, known).set(
+                1.0 if known == state else 0.0
+            )
+
+    def job_run(self, job: str, ok: bool, at: float) -> None:
+        if ok:
+            self._job_success.labels(job).set(at)
+        else:
+            self._job_failures.labels(job).inc()
+
+    def limiter_fallback(self) -> None:
+        self._limiter_fallbacks.inc()
+
+    def usage_records(self, outcome: str, count: int = 1) -> None:
+        self._usage.labels(outcome).inc(count)
+
+    def redis_breaker(self, state: str, transition: bool = True) -> None:
+        for known in BREAKER_STATES:
+            self._breaker_state.labels(known).set(1.0 if known == state else 0.0)
+        if transition:
+            self._breaker_transitions.labels(state).inc()
+
+    def budget_event(self, scope: str, event: str) -> None:
+        self._budget.labels(scope, event).inc()
+
+    def render(self) -> tuple[bytes, bytes]:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST.encode()
+
+    def close(self) -> None:
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
