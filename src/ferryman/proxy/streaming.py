@@ -15,7 +15,6 @@ connection and so cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 import time
 from collections.abc import AsyncIterator
@@ -24,8 +23,7 @@ import aiohttp
 import structlog
 
 from ferryman.auth.identity import Identity
-from ferryman.config.accounts import pool_permission
-from ferryman.errors import Forbidden, GatewayError, ServiceUnavailable, UpstreamError
+from ferryman.errors import GatewayError, ServiceUnavailable, UpstreamError
 from ferryman.metering.extract import with_stream_usage
 from ferryman.metering.reading import Reading, StreamTail
 from ferryman.observability.context import RequestContext
@@ -33,6 +31,7 @@ from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
 from ferryman.proxy.headers import TrustedProxies, request_headers, response_headers
 from ferryman.proxy.paths import check_query, join_path, strip_segments
+from ferryman.proxy.payloads import not_lent, payload, with_length
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
@@ -50,9 +49,6 @@ SMALL_BODY = 64 * 1024
 #: A metered JSON answer too large to be read whole first is still parsed for its usage
 #: once relayed, if it is at most this large (kept aside while it streams past).
 JSON_USAGE_LIMIT = 4 * 1024 * 1024
-
-#: A request body already in memory larger than this is handed to aiohttp as a file.
-LARGE_BYTES = 1024 * 1024
 
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -117,7 +113,7 @@ class Forwarder:
             drop = drop | pool.header_name if drop else pool.header_name
             shared = pool.lends_to(identity)
             if not shared and not pool.serves_own(ctx.consumer):
-                raise _not_lent(upstream.name, identity)
+                raise not_lent(upstream.name, identity)
         query: bytes = scope["query_string"]
         if query:
             check_query(query)
@@ -157,7 +153,7 @@ class Forwarder:
                     reading = Reading(model=model)
                     if asking is not None:
                         data = asking
-                        headers = _with_length(headers, len(data))
+                        headers = with_length(headers, len(data))
                 else:
                     reading = Reading(data)  # its model is read later, off the hot path
                 ctx.reading = reading
@@ -275,7 +271,7 @@ class Forwarder:
                 method,
                 url,  # type: ignore[arg-type]
                 headers=headers,
-                data=_payload(data),
+                data=payload(data),
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -388,37 +384,3 @@ class Forwarder:
         error = translate(exc, upstream)
         self._metrics.upstream_error(upstream, reason(error))
         return error
-
-
-def _not_lent(upstream: str, identity: Identity | None) -> Forbidden:
-    """The 403 for a caller who may not spend the shared keys and brings none."""
-    if identity is None:
-        return Forbidden(
-            f"anonymous requests may not spend the shared keys of upstream {upstream!r}",
-            code="shared_pool_not_granted",
-        )
-    return Forbidden(
-        f"this account may not spend the shared keys of upstream {upstream!r}: add a "
-        f"provider key of your own (POST /api/v1/upstream-keys) or ask an admin for the "
-        f"permission {pool_permission(upstream)}",
-        code="shared_pool_not_granted",
-    )
-
-
-def _payload(
-    data: bytes | AsyncIterator[bytes],
-) -> bytes | io.BytesIO | AsyncIterator[bytes] | None:
-    if isinstance(data, bytes):
-        if not data:
-            return None
-        if len(data) > LARGE_BYTES:
-            # aiohttp writes a large bytes body in one go; a file-like one in pieces.
-            return io.BytesIO(data)
-    return data
-
-
-def _with_length(headers: list[tuple[str, str]], length: int) -> list[tuple[str, str]]:
-    """The headers with `Content-Length` for a rewritten body (and no chunked framing)."""
-    kept = [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
-    kept.append(("Content-Length", str(length)))
-    return kept
