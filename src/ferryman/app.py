@@ -38,6 +38,7 @@ from ferryman.proxy.routing import RouteTable
 from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.watchdog import Watchdog
+from ferryman.proxy.websocket import WebSocketRelay
 from ferryman.stack import build_stack
 from ferryman.store import meta, migrate
 from ferryman.store import usage as usage_rows
@@ -93,7 +94,8 @@ class Ferryman:
         self.tasks: list[Periodic] = []
         self.watchdog = Watchdog()
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.trusted, self.watchdog)
-        self.proxy = Proxy(self.table, self.forwarder, self.responder)
+        websockets = WebSocketRelay(self.upstreams, self.metrics, self.trusted)
+        self.proxy = Proxy(self.table, self.forwarder, self.responder, websockets)
         self.limits = Limits(gateway.limiter, self.clock, self.metrics)
         self.proxy.install_limits(self.limits)
         self.mount: ManagementMount | None = None

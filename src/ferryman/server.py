@@ -22,9 +22,11 @@ import structlog
 import uvicorn
 
 from ferryman.clock import Clock
+from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway
 from ferryman.config.secrets import Secrets, ensure_data_dir, ensure_secrets
 from ferryman.config.settings import Settings
+from ferryman.config.websocket import DEFAULT_MAX_MESSAGE
 from ferryman.observability.metrics import MULTIPROC_ENV, LocalMetrics
 from ferryman.protocol import GuardedProtocol
 from ferryman.ready import Ready, announce, facts
@@ -72,7 +74,11 @@ def _metrics_dir(settings: Settings) -> str:
     return str(path)
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, gateway: Gateway | None = None) -> uvicorn.Config:
+    routes = gateway.routes if gateway is not None else ()
+    # The server reads a whole message before the app sees it: its limit is the largest
+    # any route allows (each route then holds its own), plus the frame's own bytes.
+    largest = max((r.websocket.max_message for r in routes), default=DEFAULT_MAX_MESSAGE)
     return uvicorn.Config(
         "ferryman.app:create_app",
         factory=True,
@@ -88,6 +94,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         date_header=False,
         proxy_headers=False,  # Ferryman decides which X-Forwarded-For to believe
         timeout_keep_alive=settings.keepalive_timeout,
+        ws_max_size=largest + 64,
+        ws_per_message_deflate=False,  # relayed as they come: no inflating and deflating
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
         log_config=None,
     )
@@ -123,7 +131,7 @@ def serve(settings: Settings) -> None:
     os.environ["FERRYMAN_MIGRATE_ON_START"] = "false"
     if settings.workers > 1:
         os.environ[MULTIPROC_ENV] = _metrics_dir(settings)
-    config = uvicorn_config(settings)
+    config = uvicorn_config(settings, gateway)
     # uvicorn re-raises the signal that stopped it once it has drained; a stop asked for
     # is a clean exit, so that second delivery is absorbed here instead of killing us.
     for signum in (signal.SIGTERM, signal.SIGINT):

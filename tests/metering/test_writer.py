@@ -55,7 +55,7 @@ def access_record(n: int) -> Record:
     cid = f"{n:032x}"
     return (
         1_763_640_000.0 + n, 20, "POST", b"/v1/chat/completions", b"", "llm", 200, 0.01,
-        "up", 0.002, 0.009, 80, 500, cid, "127.0.0.1", "u1", "k1", None, "p1", 1,
+        "up", 0.002, 0.009, 80, 500, cid, "127.0.0.1", "u1", "k1", None, "p1", 1, None,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from tests.support import client_session, gateway_dict, serve_app
 def record(correlation_id: str, route: str = "r") -> Record:
     return (
         1_800_000_000.0, logging.INFO, "GET", b"/x", b"token=abc", route, 200, 0.002,
-        "up", 0.001, 0.0015, 0, 10, correlation_id, "127.0.0.1", None, None, None, None, 0,
+        "up", 0.001, 0.0015, 0, 10, correlation_id, "127.0.0.1", None, None, None, None, 0, None,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from pydantic import ByteSize, Field, field_validator, model_validator
 from ferryman.config.base import HOST, NAME, TOKEN, Model, normalise_prefix
 from ferryman.config.limits import LimitTier, Parallel
 from ferryman.config.security import Cors, RequestBody, ResponseHeaders
+from ferryman.config.websocket import WebSocket
 
 AuthKind = Literal["none", "api_key", "access_pass", "jwt", "session"]
 IdentityField = Literal["user_id", "username", "role", "credential_id", "kind"]
@@ -90,6 +91,9 @@ class Route(Model):
     """Usage records: `http` (the default: one per request: who, status, timings,
     bytes), `llm` (also the model, tokens and cost of OpenAI-compatible JSON and SSE
     answers), or `none` (no record)."""
+    websocket: WebSocket = WebSocket()
+    """WebSocket connections on this route (relayed unless `websocket: false`): message
+    size, idle and total timeouts, keep-alive pings and the origins allowed."""
     stream_usage: bool = False
     """With `meter: llm`: ask for the usage chunk of streamed completions by adding
     `stream_options.include_usage: true` to JSON requests that set `stream: true`

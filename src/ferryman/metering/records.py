@@ -18,7 +18,7 @@ def usage_row(record: Record, reading: Reading | None, prices: PriceTable) -> Us
     """The row of one request, priced from the table when the provider named no cost."""
     (
         at, _, _, _, _, route, status, seconds, upstream, ttfb, upstream_total, bytes_in,
-        bytes_out, correlation_id, _, user, credential, _, upstream_key, _,
+        bytes_out, correlation_id, _, user, credential, _, upstream_key, _, _,
     ) = record  # fmt: skip
     if reading is None:
         model = prompt = completion = total = cost = None

@@ -145,6 +145,7 @@ class Observe:
             ctx.error,
             ctx.upstream_key,
             ctx.attempts,
+            ctx.websocket,
         )
         self._recorder.record(record)
         if ctx.meter and self.usage is not None:

@@ -17,11 +17,12 @@ from ferryman.observability.logging import Sink, iso_time, redact_query, scrub
 
 #: (time, level, method, raw path, query, route, status, seconds, upstream,
 #:  upstream seconds, upstream total seconds, bytes in, bytes out, correlation id,
-#:  client ip, consumer, credential, error, upstream key id, upstream attempts)
+#:  client ip, consumer, credential, error, upstream key id, upstream attempts,
+#:  WebSocket (close code, messages in, messages out) or None)
 Record = tuple[
     float, int, str, bytes, bytes, str, int, float, "str | None", "float | None",
     "float | None", int, int, str, str, "str | None", "str | None", "str | None",
-    "str | None", int,
+    "str | None", int, "tuple[int | None, int, int] | None",
 ]  # fmt: skip
 
 
@@ -35,12 +36,12 @@ def render(record: Record) -> dict[str, Any]:
     (
         at, level, method, raw_path, query, route, status, seconds, upstream,
         upstream_seconds, upstream_total, bytes_in, bytes_out, correlation_id,
-        client_ip, consumer, credential, error, upstream_key, attempts,
+        client_ip, consumer, credential, error, upstream_key, attempts, websocket,
     ) = record  # fmt: skip
     path = raw_path.decode("latin-1")
     if query:
         path = f"{path}?{redact_query(query.decode('latin-1'))}"
-    return {
+    line = {
         "event": "request",
         "level": "info" if level == logging.INFO else "debug",
         "timestamp": iso_time(at),
@@ -63,6 +64,9 @@ def render(record: Record) -> dict[str, Any]:
         "upstream_key": upstream_key,
         "attempts": attempts,
     }
+    if websocket is not None:
+        line["close_code"], line["messages_in"], line["messages_out"] = websocket
+    return line
 
 
 def write(records: list[Record]) -> None:

@@ -65,6 +65,7 @@ class RequestContext:
         "upstream_headers",
         "upstream_key",
         "upstream_sent",
+        "websocket",
     )
 
     def __init__(self, correlation_id: str, client_ip: str) -> None:
@@ -90,6 +91,8 @@ class RequestContext:
         self.response_done = False
         self.response_headers: list[tuple[bytes, bytes]] | None = None
         self.client_gone = False
+        #: A relayed WebSocket connection: (close code, messages in, messages out).
+        self.websocket: tuple[int | None, int, int] | None = None
 
 
 def context_of(scope: Scope) -> RequestContext:

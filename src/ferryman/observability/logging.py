@@ -140,6 +140,11 @@ def redact_query(query: str) -> str:
     return _QUERY_PARAM.sub(mask, query)
 
 
+def _redact_url(text: str) -> str:
+    path, _, query = text.partition("?")
+    return f"{scrub(path)}?{redact_query(query)}"
+
+
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return scrub(value)
@@ -216,6 +221,23 @@ class _StreamAbortFilter(logging.Filter):
         return not isinstance(exc, StreamAborted)
 
 
+class _WebSocketLineFilter(logging.Filter):
+    """uvicorn logs each WebSocket handshake itself (`"WebSocket /path?token=…" 403`,
+    `[accepted]`, `connection open`/`closed`) with the query string in clear, where a
+    browser's pass travels; the access log has the same facts, redacted. Its lines are
+    dropped, and a query string in any other uvicorn line is redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if '"WebSocket %s"' in message or message in ("connection open", "connection closed"):
+            return False
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                _redact_url(a) if isinstance(a, str) and "?" in a else a for a in record.args
+            )
+        return True
+
+
 def configure_logging(
     level: str = "info", fmt: str = "auto", stream: BinaryIO | None = None
 ) -> None:
@@ -266,6 +288,7 @@ def configure_logging(
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("uvicorn.error").addFilter(_StreamAbortFilter())
+    logging.getLogger("uvicorn.error").addFilter(_WebSocketLineFilter())
     # Libraries that are chatty at INFO: their warnings still show.
     for name in ("aiosqlite", "asyncio", "sqlalchemy.engine", "alembic"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -96,6 +96,21 @@ _BUDGET = (
     "Budget events by scope (credential, user) and event: refused (a request turned away"
     " with the budget spent) or alert_50 / alert_80 / alert_100 (a threshold crossed).",
 )
+_WS_OPEN = ("ferryman_websocket_connections", "WebSocket connections open now, by route.")
+_WS_MESSAGES = (
+    "ferryman_websocket_messages",
+    "Messages relayed over closed WebSocket connections, by route and direction (in: from"
+    " the client).",
+)
+_WS_BYTES = (
+    "ferryman_websocket_bytes",
+    "Payload bytes relayed over closed WebSocket connections, by route and direction.",
+)
+_WS_CLOSED = (
+    "ferryman_websocket_closes",
+    "WebSocket connections ended, by route and what ended them: client, upstream, limit"
+    " (a message too big), idle, duration.",
+)
 
 
 def multiprocess_dir() -> str | None:
@@ -154,6 +169,15 @@ class Metrics:
     def budget_event(self, scope: str, event: str) -> None:
         raise NotImplementedError
 
+    def websocket_opened(self, route: str) -> None:
+        raise NotImplementedError
+
+    def websocket_closed(
+        self, route: str, messages: tuple[int, int], size: tuple[int, int], by: str | None
+    ) -> None:
+        """A connection ended: its messages and bytes (in, out) and what ended it."""
+        raise NotImplementedError
+
     def render(self) -> tuple[bytes, bytes]:
         """The exposition body and its content type."""
         raise NotImplementedError
@@ -201,6 +225,9 @@ class LocalMetrics(Metrics, Collector):
         self.breaker_transitions: dict[str, int] = {}
         self.usage: dict[str, int] = {}
         self.budget: dict[tuple[str, str], int] = {}
+        self.ws_open: dict[str, int] = {}
+        self.ws_traffic: dict[tuple[str, str], list[int]] = {}  # (route, way): [msgs, bytes]
+        self.ws_closed: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -264,6 +291,20 @@ class LocalMetrics(Metrics, Collector):
         key = (scope, event)
         self.budget[key] = self.budget.get(key, 0) + 1
 
+    def websocket_opened(self, route: str) -> None:
+        self.ws_open[route] = self.ws_open.get(route, 0) + 1
+
+    def websocket_closed(
+        self, route: str, messages: tuple[int, int], size: tuple[int, int], by: str | None
+    ) -> None:
+        self.ws_open[route] -= 1
+        for way, count, length in (("in", messages[0], size[0]), ("out", messages[1], size[1])):
+            totals = self.ws_traffic.setdefault((route, way), [0, 0])
+            totals[0] += count
+            totals[1] += length
+        key = (route, by or "client")
+        self.ws_closed[key] = self.ws_closed.get(key, 0) + 1
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
         for (route, method, status), count in sorted(self.requests.items()):
@@ -321,6 +362,26 @@ class LocalMetrics(Metrics, Collector):
         for (scope, event), count in sorted(self.budget.items()):
             budget.add_metric([scope, event], count)
         yield budget
+        yield from self._websocket_families()
+
+    def _websocket_families(self) -> Iterator[Metric]:
+        if not self.ws_open:
+            return
+        connections = GaugeMetricFamily(*_WS_OPEN, labels=["route"])
+        for route, count in sorted(self.ws_open.items()):
+            connections.add_metric([route], count)
+        yield connections
+        messages = CounterMetricFamily(*_WS_MESSAGES, labels=["route", "direction"])
+        sizes = CounterMetricFamily(*_WS_BYTES, labels=["route", "direction"])
+        for (route, way), (count, length) in sorted(self.ws_traffic.items()):
+            messages.add_metric([route, way], count)
+            sizes.add_metric([route, way], length)
+        yield messages
+        yield sizes
+        closes = CounterMetricFamily(*_WS_CLOSED, labels=["route", "by"])
+        for (route, by), count in sorted(self.ws_closed.items()):
+            closes.add_metric([route, by], count)
+        yield closes
 
     def render(self) -> tuple[bytes, bytes]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()

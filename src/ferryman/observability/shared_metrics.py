@@ -36,6 +36,10 @@ from ferryman.observability.metrics import (
     _REQUESTS,
     _UPSTREAM,
     _USAGE,
+    _WS_BYTES,
+    _WS_CLOSED,
+    _WS_MESSAGES,
+    _WS_OPEN,
     BREAKER_STATES,
     KEY_STATES,
     LATENCY_BUCKETS,
@@ -73,6 +77,10 @@ class SharedMetrics(Metrics):
         self._breaker_transitions = Counter(*_BREAKER_TRANSITIONS, ["state"], registry=r)
         self._usage = Counter(*_USAGE, ["outcome"], registry=r)
         self._budget = Counter(*_BUDGET, ["scope", "event"], registry=r)
+        self._ws_open = Gauge(*_WS_OPEN, ["route"], registry=r, multiprocess_mode="livesum")
+        self._ws_messages = Counter(*_WS_MESSAGES, ["route", "direction"], registry=r)
+        self._ws_bytes = Counter(*_WS_BYTES, ["route", "direction"], registry=r)
+        self._ws_closed = Counter(*_WS_CLOSED, ["route", "by"], registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -122,6 +130,18 @@ class SharedMetrics(Metrics):
 
     def budget_event(self, scope: str, event: str) -> None:
         self._budget.labels(scope, event).inc()
+
+    def websocket_opened(self, route: str) -> None:
+        self._ws_open.labels(route).inc()
+
+    def websocket_closed(
+        self, route: str, messages: tuple[int, int], size: tuple[int, int], by: str | None
+    ) -> None:
+        self._ws_open.labels(route).dec()
+        for way, count, length in (("in", messages[0], size[0]), ("out", messages[1], size[1])):
+            self._ws_messages.labels(route, way).inc(count)
+            self._ws_bytes.labels(route, way).inc(length)
+        self._ws_closed.labels(route, by or "client").inc()
 
     def render(self) -> tuple[bytes, bytes]:
         registry = CollectorRegistry()

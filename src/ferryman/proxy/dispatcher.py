@@ -9,7 +9,7 @@ from urllib.parse import quote
 from ferryman.auth.identity import Identity
 from ferryman.auth.policy import RoutePolicy
 from ferryman.config.limits import Limiter
-from ferryman.errors import GatewayError, ServiceUnavailable, Unauthorized
+from ferryman.errors import Forbidden, GatewayError, ServiceUnavailable, Unauthorized
 from ferryman.guards.cors import Asked, CorsPolicy
 from ferryman.limits.backends import Tier
 from ferryman.limits.limiter import (
@@ -26,6 +26,7 @@ from ferryman.proxy.headers import host_of
 from ferryman.proxy.paths import check_path
 from ferryman.proxy.routing import RouteTable
 from ferryman.proxy.streaming import Forwarder
+from ferryman.proxy.websocket import WebSocketRelay, allowed_origin, denial
 from ferryman.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -36,9 +37,16 @@ if TYPE_CHECKING:
 class Proxy:
     """Routes every request it is given; answers gateway errors in the JSON format."""
 
-    def __init__(self, table: RouteTable, forwarder: Forwarder, responder: Responder) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        forwarder: Forwarder,
+        responder: Responder,
+        websockets: WebSocketRelay | None = None,
+    ) -> None:
         self._table = table
         self._forwarder = forwarder
+        self._websockets = websockets
         self._responder = responder
         self._uses_hosts = any(route.host is not None for route in table.routes)
         self._policies: dict[str, RoutePolicy] = {}
@@ -98,9 +106,7 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         if scope["type"] != "http":
-            # WebSocket routes are not served yet: refuse the handshake (403).
-            ctx.error = "websocket_refused"
-            await send({"type": "websocket.close", "code": 1008})
+            await self._websocket(scope, receive, send, ctx)
             return
         try:
             raw = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
@@ -187,6 +193,76 @@ class Proxy:
             ctx.error = shutdown.code
             await self._responder.error(send, shutdown, ctx.correlation_id)
 
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
+        """A WebSocket handshake: the route's guards as for HTTP (a refusal answered as
+        HTTP before any upgrade), then the connection relayed; a `max_parallel` slot is
+        held for as long as it is open."""
+        try:
+            raw = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
+            path = check_path(raw)
+            host = host_of(scope["headers"]) if self._uses_hosts else ""
+            route = self._table.match("GET", host, path)
+            ctx.route = route.name
+            spec = route.spec.websocket
+            if not spec.enabled or self._websockets is None:
+                raise Forbidden(
+                    f"route {route.name!r} does not take WebSocket connections",
+                    code="websocket_not_allowed",
+                )
+            allowed = spec.allow_origins
+            if allowed is None and route.cors is not None:
+                allowed = route.cors.allow_origins
+            scheme = "https" if scope.get("scheme") == "wss" else "http"
+            origin = origin_header(scope["headers"])
+            if not allowed_origin(origin, _host_header(scope), allowed, scheme):
+                raise Forbidden(
+                    "WebSocket connections from this origin are not allowed",
+                    code="origin_not_allowed",
+                )
+            drop: frozenset[bytes] = frozenset()
+            add: list[tuple[str, str]] = []
+            identity: Identity | None = None
+            if route.auth != ("none",):
+                policy = self._policies.get(route.name)
+                if policy is None:
+                    raise Unauthorized(
+                        "this route requires a credential", code="missing_credential"
+                    )
+                admitted = await policy.admit(scope["headers"])
+                identity = admitted.identity
+                ctx.consumer = identity.user_id
+                ctx.credential = identity.credential_id
+                ctx.session = identity.credential_id if identity.kind == "session" else None
+                drop, add = admitted.drop, admitted.add
+            account = self._account.tiers(identity) if identity is not None else []
+            limits = self._limits.get(route.name)
+            cap = self._caps.get(route.name)
+            caller = Caller(
+                ip=ctx.client_ip,
+                route=route.name,
+                user=ctx.consumer,
+                credential=ctx.credential,
+                session=ctx.session,
+                origin=origin_of(scope["headers"]) if route.name in self._origin else None,
+            )
+            if limits is not None and (limits.tiers or account):
+                await limits.check(caller, account)
+            slot = await cap.acquire(caller) if cap is not None else None
+            try:
+                await self._websockets.relay(
+                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+                )
+            finally:
+                if cap is not None and slot is not None:
+                    await cap.release(slot)
+        except GatewayError as error:
+            ctx.error = error.code
+            if ctx.status:  # already accepted: the relay closed it
+                return
+            await self._responder.error(denial(scope, send), error, ctx.correlation_id)
+
     async def _preflight(
         self, scope: Scope, send: Send, ctx: RequestContext, host: str, path: str, asked: Asked
     ) -> bool:
@@ -224,3 +300,10 @@ def origin_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 def origin_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     origin = origin_header(headers)
     return None if origin is None else origin.decode("latin-1")
+
+
+def _host_header(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return bytes(value)
+    return b""
