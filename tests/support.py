@@ -96,12 +96,11 @@ async def serve_app(
 
 
 def client_session(**kwargs: Any) -> aiohttp.ClientSession:
-    """A test client that shows bytes exactly as the gateway sent them."""
+    """A test client that shows bytes exactly as the gateway sent them (and keeps no
+    cookies unless given a `cookie_jar`)."""
+    kwargs.setdefault("cookie_jar", aiohttp.DummyCookieJar())
     return aiohttp.ClientSession(
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=30),
-        **kwargs,
+        auto_decompress=False, timeout=aiohttp.ClientTimeout(total=30), **kwargs
     )
 
 

@@ -34,6 +34,7 @@ class AccessPasses:
         self._auth = auth
         self._loads: SingleFlight[Entry | None] = SingleFlight()
         self._activations: SingleFlight[Entry] = SingleFlight()
+        self._digests: dict[str, str] = {}  # pass id -> its token's digest
 
     async def purchase(self, user_id: str, duration_hours: int) -> tuple[AccessPass, str]:
         """A new pass; the token is returned here and never again."""
@@ -118,8 +119,24 @@ class AccessPasses:
 
     async def verify(self, raw: str) -> Identity:
         """The identity behind a presented pass, activating it on its first use."""
+        return await self._verify_digest(self._auth.hash.digest(raw))
+
+    async def verify_id(self, pass_id: str) -> Identity:
+        """The identity behind the pass a browser's cookie names (see `pass_cookie`):
+        checked exactly as the pass itself would be, through the same cache."""
+        digest = self._digests.get(pass_id)
+        if digest is None:
+            record = await rows.get(self._auth.db, pass_id)
+            if record is None:
+                raise errors.invalid(WHAT)
+            if len(self._digests) >= 100_000:
+                self._digests.clear()
+            # A pass's token never changes: its digest may be remembered for good.
+            digest = self._digests[pass_id] = record.token_hash
+        return await self._verify_digest(digest)
+
+    async def _verify_digest(self, digest: str) -> Identity:
         auth = self._auth
-        digest = auth.hash.digest(raw)
         entry = auth.cache.get(digest)
         if entry is None:
             if auth.cache.is_unknown(digest):

@@ -10,6 +10,7 @@ from ferryman.auth.cache import CredentialCache, UserState
 from ferryman.auth.hashing import KeyedHash, Signer
 from ferryman.auth.invalidation import Invalidations
 from ferryman.auth.jwt_tokens import JwtAuth, JwtCodec
+from ferryman.auth.pass_cookie import PassCookies
 from ferryman.auth.passes import AccessPasses
 from ferryman.auth.passwords import PasswordPolicy, Passwords
 from ferryman.auth.sessions import Sessions
@@ -72,6 +73,7 @@ class Auth:
         self.users = Users(self)
         self.api_keys = ApiKeys(self)
         self.passes = AccessPasses(self)
+        self.pass_cookies = PassCookies(secret, clock)
         self.sessions = Sessions(self)
         self.jwt = JwtAuth(self)
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import ByteSize, Field, field_validator, model_validator
 
 from ferryman.config.base import HOST, NAME, TOKEN, Model, normalise_prefix
+from ferryman.config.browser import BrowserPass
 from ferryman.config.limits import LimitTier, Parallel
 from ferryman.config.security import Cors, RequestBody, ResponseHeaders
 from ferryman.config.websocket import WebSocket
@@ -60,6 +61,12 @@ class Route(Model):
     """Put in front of the forwarded path, after the upstream URL's own prefix."""
     auth: tuple[AuthKind, ...] = ("none",)
     """Credential kinds accepted, tried in this order; `none` lets anyone through."""
+    missing_credential_status: Literal[401, 403] = 401
+    """The status of a request that brings no credential at all (seed 002 uses 403);
+    a credential that is bad, revoked or expired is always 401."""
+    browser_pass: BrowserPass = BrowserPass()
+    """Routes that take access passes: a pass in the query (`?token=`) and the cookie a
+    browser gets for it; `false` for the `X-Access-Token` header only."""
     api_key_headers: tuple[str, ...] = ()
     """Headers that may carry a client key besides `Authorization: Bearer` and
     `X-API-Key` (seed 000 uses `X-Client-API-Key`)."""

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ferryman.auth.identity import Identity
-from ferryman.auth.policy import RoutePolicy
+from ferryman.auth.pass_cookie import set_cookie
+from ferryman.auth.policy import Admitted, RoutePolicy
 from ferryman.config.limits import Limiter
 from ferryman.errors import Forbidden, GatewayError, ServiceUnavailable, Unauthorized
 from ferryman.guards.cors import Asked, CorsPolicy
@@ -24,7 +25,7 @@ from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.observability.responses import Responder
 from ferryman.proxy.headers import host_of
 from ferryman.proxy.paths import check_path
-from ferryman.proxy.routing import RouteTable
+from ferryman.proxy.routing import CompiledRoute, RouteTable
 from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.websocket import WebSocketRelay, allowed_origin, denial
 from ferryman.types import Receive, Scope, Send
@@ -137,12 +138,17 @@ class Proxy:
                     raise Unauthorized(
                         "this route requires a credential", code="missing_credential"
                     )
-                admitted = await policy.admit(scope["headers"])
+                admitted = await policy.admit(scope["headers"], scope["query_string"])
                 identity = admitted.identity
                 ctx.consumer = identity.user_id
                 ctx.credential = identity.credential_id
                 ctx.session = identity.credential_id if identity.kind == "session" else None
                 drop, add = admitted.drop, admitted.add
+                if admitted.query is not None:
+                    scope["query_string"] = admitted.query  # the pass stays here
+                    if admitted.handle is not None and navigates(scope):
+                        await self._pass_redirect(send, route, policy, admitted, raw)
+                        return
             llm = route.name in self._llm
             budgets = self._budgets if llm and identity is not None else None
             account = self._account.tiers(identity, llm) if identity is not None else []
@@ -230,12 +236,14 @@ class Proxy:
                     raise Unauthorized(
                         "this route requires a credential", code="missing_credential"
                     )
-                admitted = await policy.admit(scope["headers"])
+                admitted = await policy.admit(scope["headers"], scope["query_string"])
                 identity = admitted.identity
                 ctx.consumer = identity.user_id
                 ctx.credential = identity.credential_id
                 ctx.session = identity.credential_id if identity.kind == "session" else None
                 drop, add = admitted.drop, admitted.add
+                if admitted.query is not None:
+                    scope["query_string"] = admitted.query  # the pass stays here
             account = self._account.tiers(identity) if identity is not None else []
             limits = self._limits.get(route.name)
             cap = self._caps.get(route.name)
@@ -262,6 +270,29 @@ class Proxy:
             if ctx.status:  # already accepted: the relay closed it
                 return
             await self._responder.error(denial(scope, send), error, ctx.correlation_id)
+
+    async def _pass_redirect(
+        self,
+        send: Send,
+        route: CompiledRoute,
+        policy: RoutePolicy,
+        admitted: Admitted,
+        raw: bytes,
+    ) -> None:
+        """A browser opened the route with its pass in the URL: send it to the same URL
+        without the pass, carrying the cookie from now on (its page's own requests,
+        fetch and WebSocket included, then need nothing more)."""
+        assert admitted.handle is not None and policy.pass_cookie is not None
+        cookie = set_cookie(
+            policy.pass_cookie,
+            admitted.handle,
+            route.prefix or "/",
+            admitted.handle_age,
+            policy.secure_cookie,
+        )
+        location = raw + (b"?" + admitted.query if admitted.query else b"")
+        headers = [(b"location", location), (b"set-cookie", cookie)]
+        await self._responder.send(send, 303, b"", content_type=b"text/plain", headers=headers)
 
     async def _preflight(
         self, scope: Scope, send: Send, ctx: RequestContext, host: str, path: str, asked: Asked
@@ -300,6 +331,21 @@ def origin_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 def origin_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     origin = origin_header(headers)
     return None if origin is None else origin.decode("latin-1")
+
+
+def navigates(scope: Scope) -> bool:
+    """Is this a browser loading a page (not a script's fetch, an image, a WebSocket)?"""
+    if scope["method"] not in ("GET", "HEAD"):
+        return False
+    mode = accept = None
+    for name, value in scope["headers"]:
+        if name == b"sec-fetch-mode":
+            mode = value
+        elif name == b"accept":
+            accept = value
+    if mode is not None:
+        return bytes(mode) == b"navigate"
+    return accept is not None and b"text/html" in bytes(accept)
 
 
 def _host_header(scope: Scope) -> bytes:
