@@ -22,7 +22,7 @@ from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway
 from ferryman.config.secrets import read_stored
 from ferryman.config.settings import Settings, master_keys_problem, secret_too_short
-from ferryman.config.upstreams import FixedCredential, Upstream
+from ferryman.config.upstreams import BasicCredential, FixedCredential, Upstream
 from ferryman.errors import FerrymanError
 from ferryman.store.engine import normalise_url
 from ferryman.store.upstream_keys import UpstreamKeyRow
@@ -174,8 +174,14 @@ async def upstream(name: str, spec: Upstream) -> Check:
     """Reachable: any HTTP answer to a plain GET of its URL (no credential sent)."""
     label = f"upstream {name}"
     credential = spec.credential
-    if isinstance(credential, FixedCredential) and not os.environ.get(credential.value_env):
-        return Check(FAIL, label, f"credential: {credential.value_env} is not set")
+    needed: tuple[str, ...] = ()
+    if isinstance(credential, FixedCredential):
+        needed = (credential.value_env,)
+    elif isinstance(credential, BasicCredential):
+        needed = (credential.user_env, credential.password_env)
+    for variable in needed:
+        if not os.environ.get(variable):
+            return Check(FAIL, label, f"credential: {variable} is not set")
     url = spec.url
     timeout = aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT)
     started = time.perf_counter()

@@ -121,7 +121,19 @@ class FixedCredential(Model):
         return header_name(value)
 
 
-Credential = Annotated[NoCredential | PoolCredential | FixedCredential, Field(discriminator="kind")]
+class BasicCredential(Model):
+    """HTTP Basic credentials for the upstream (seed 002's app behind basic auth): the
+    user and password each from an environment variable, encoded by the gateway."""
+
+    kind: Literal["basic"] = "basic"
+    user_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+Credential = Annotated[
+    NoCredential | PoolCredential | FixedCredential | BasicCredential,
+    Field(discriminator="kind"),
+]
 
 
 class Upstream(Model):

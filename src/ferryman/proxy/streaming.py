@@ -122,6 +122,7 @@ class Forwarder:
         peer = scope["client"][0] if scope.get("client") else ""
         if upstream.credential_header is not None:
             extra_headers = [*extra_headers, upstream.credential_header]
+            drop = drop | upstream.credential_drop
         headers, length = request_headers(
             scope["headers"],
             peer=peer,

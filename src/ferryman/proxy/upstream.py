@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 from urllib.parse import urlsplit
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from ferryman.config.upstreams import FixedCredential, Upstream
+from ferryman.config.upstreams import BasicCredential, FixedCredential, Upstream
 from ferryman.errors import ConfigError
 
 #: aiohttp adds these unless told not to; a proxy must send only what the client sent.
@@ -37,19 +38,33 @@ class UpstreamClient:
             sock_read=spec.timeout.read,
         )
         self.credential_header: tuple[str, str] | None = None
+        #: The credential header's name as clients' headers arrive (lower case): a
+        #: client's own copy is never forwarded beside the gateway's.
+        self.credential_drop: frozenset[bytes] = frozenset()
         self._session: aiohttp.ClientSession | None = None
 
     def resolve_credential(self) -> None:
         """Read a fixed credential from the environment; ConfigError when it is missing."""
         credential = self.spec.credential
         if isinstance(credential, FixedCredential):
-            value = os.environ.get(credential.value_env)
-            if not value:
-                raise ConfigError(
-                    f"upstreams.{self.name}.credential: environment variable "
-                    f"{credential.value_env} is not set"
-                )
+            value = self._variable(credential.value_env)
             self.credential_header = (credential.header, credential.prefix + value)
+        elif isinstance(credential, BasicCredential):
+            pair = (
+                f"{self._variable(credential.user_env)}:{self._variable(credential.password_env)}"
+            )
+            encoded = base64.b64encode(pair.encode()).decode("ascii")
+            self.credential_header = ("Authorization", f"Basic {encoded}")
+        if self.credential_header is not None:
+            self.credential_drop = frozenset({self.credential_header[0].lower().encode()})
+
+    def _variable(self, name: str) -> str:
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(
+                f"upstreams.{self.name}.credential: environment variable {name} is not set"
+            )
+        return value
 
     async def start(self, *, credentials: bool = True) -> None:
         """Open the pool; `credentials=False` skips the fixed credential (tools that only

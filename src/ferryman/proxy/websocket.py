@@ -157,6 +157,7 @@ class WebSocketRelay:
         peer = scope["client"][0] if scope.get("client") else ""
         if upstream.credential_header is not None:
             extra_headers = [*extra_headers, upstream.credential_header]
+            drop = drop | upstream.credential_drop
         headers, _ = request_headers(
             scope["headers"],
             peer=peer,
