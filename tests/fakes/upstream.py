@@ -15,6 +15,7 @@ One aiohttp server answers every kind the gateway must cope with:
     /cookies                  two Set-Cookie headers
     /headers?h=Name:Value...  an empty 200 with each `h` as a response header (repeatable)
     /upload                   reads the body in chunks, returns its size and hash
+    /drip?bytes=N&interval=S  declares N bytes, then sends one every S seconds
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class FakeUpstream:
         app.router.add_get("/cookies", self.cookies)
         app.router.add_get("/headers", self.headers)
         app.router.add_post("/upload", self.upload)
+        app.router.add_get("/drip", self.drip)
         self.app = app
 
     @property
@@ -164,6 +166,18 @@ class FakeUpstream:
         transport = request.transport
         assert transport is not None
         transport.abort()
+        return response
+
+    async def drip(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        size = int(request.query.get("bytes", "4"))
+        interval = float(request.query.get("interval", "0.5"))
+        response = web.StreamResponse(headers={"Content-Length": str(size)})
+        await response.prepare(request)
+        for n in range(size):
+            await response.write(bytes([ord("a") + n % 26]))
+            if n < size - 1:
+                await asyncio.sleep(interval)
         return response
 
     async def redirect(self, request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -322,3 +323,23 @@ async def test_json_bodies_are_not_reencoded(settings: Settings, upstream: FakeU
     assert echo["body"].encode("latin-1") == body
     assert header_values(echo, "Content-Type") == ["application/json"]
     assert json.loads(body) == {"b": 1, "a": "é", "z": [1, 2]}
+
+
+async def test_a_small_body_still_arriving_is_relayed_as_it_comes(
+    settings: Settings, upstream: FakeUpstream
+) -> None:
+    """Declared small (4 bytes) but dripped over 1.5 s: the first byte is not held
+    back until the last has come."""
+    async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
+        started = time.monotonic()
+        async with http.get(gw.url + "/drip?bytes=4&interval=0.5") as r:
+            assert r.headers["Content-Length"] == "4"
+            first = await r.content.readany()
+            first_at = time.monotonic() - started
+            rest = await r.read()
+        assert first_at < 0.4, first_at
+        assert first + rest == b"abcd"
+        assert time.monotonic() - started >= 1.4
+        # A small body that came whole with its headers is still answered in one piece.
+        async with http.get(gw.url + "/echo/x") as r:
+            assert r.status == 200 and len(await r.read()) == int(r.headers["Content-Length"])

@@ -316,20 +316,22 @@ class Forwarder:
         length = response.content_length
         content_type: str = response.headers.get("Content-Type", "")
         events = content_type.startswith("text/event-stream")
-        if length is not None and length <= SMALL_BODY and not events:
-            try:
-                whole = await response.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failed_midway(ctx.upstream or "", exc) from exc
-            ctx.upstream_ended = time.perf_counter()
-            if reading is not None and status < 300:
-                reading.answer(whole)
-            await send(start)
-            ctx.response_done = True
-            await send({"type": "http.response.body", "body": whole})
-            return
-        await send(start)
         content = response.content
+        first = b""
+        if length is not None and length <= SMALL_BODY and not events:
+            # A small body that came with the headers is sent in one piece (a failure
+            # could still be a clean 502); one still arriving is streamed like any
+            # other, so a slow upstream's first bytes are not held back.
+            first = content.read_nowait(-1)
+            if len(first) >= length:
+                ctx.upstream_ended = time.perf_counter()
+                if reading is not None and status < 300:
+                    reading.answer(first)
+                await send(start)
+                ctx.response_done = True
+                await send({"type": "http.response.body", "body": first})
+                return
+        await send(start)
         tail: StreamTail | None = None
         kept: bytearray | None = None
         if reading is not None:
@@ -338,7 +340,8 @@ class Forwarder:
             elif status < 300 and content_type.startswith("application/json"):
                 kept = bytearray()
         try:
-            while chunk := await content.readany():
+            while chunk := first or await content.readany():
+                first = b""
                 if tail is not None:
                     tail.feed(chunk)
                 elif kept is not None:
