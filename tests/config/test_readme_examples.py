@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ferryman.config.interpolate import expand
 from ferryman.config.loading import parse_gateway
 from ferryman.metering.pricing import PriceFile
 
@@ -32,4 +33,5 @@ def test_each_yaml_example_is_valid(block: str) -> None:
     if "models" in data:
         PriceFile.model_validate(data)
         return
-    parse_gateway({**BASE, **data}, source="README")
+    # As the file loader does, `${VAR:-default}` expanded (to its default here).
+    parse_gateway(expand({**BASE, **data}, "README", {}), source="README")

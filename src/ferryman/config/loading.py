@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ferryman.config.defaults import default_gateway
 from ferryman.config.gateway import Gateway
+from ferryman.config.interpolate import expand
 from ferryman.config.messages import friendly, location
 from ferryman.config.settings import Settings
 from ferryman.errors import ConfigError
@@ -79,7 +80,7 @@ def load_gateway_file(path: Path) -> Gateway:
         raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return parse_gateway(data, source=str(path))
+    return parse_gateway(expand(data, str(path)), source=str(path))
 
 
 def load_gateway(settings: Settings) -> Gateway:
