@@ -228,15 +228,17 @@ async def test_an_absolute_form_request_target_cannot_change_the_host(
     assert request["headers"]["Host"] == f"127.0.0.1:{upstream.port}"
 
 
-async def test_websocket_handshakes_are_refused_and_logged_as_refused(
+async def test_a_websocket_handshake_an_upstream_does_not_take_is_refused_and_logged(
     settings: Settings, upstream: FakeUpstream, logs: Any
 ) -> None:
+    """The HTTP-only fake has no WebSocket at /ws: its 404 is passed on, as JSON."""
     async with serve_app(settings, gateway_dict(upstream.url)) as gw, client_session() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(f"{gw.url}/ws")
-        assert info.value.status == 403
+        assert info.value.status == 404
     (line,) = [e for e in logs.events("request") if e["path"] == "/ws"]
-    assert (line["method"], line["status"], line["error"]) == ("GET", 403, "websocket_refused")
+    assert (line["method"], line["status"]) == ("GET", 404)
+    assert line["error"] == "upstream_refused_websocket"
     assert logs.events("unhandled_error") == []
 
 

@@ -9,6 +9,7 @@ from pydantic import ByteSize, Field, field_validator, model_validator
 from ferryman.config.base import HOST, NAME, TOKEN, Model, normalise_prefix
 from ferryman.config.browser import BrowserPass
 from ferryman.config.limits import LimitTier, Parallel
+from ferryman.config.rewrite import Rewrite
 from ferryman.config.security import Cors, RequestBody, ResponseHeaders
 from ferryman.config.websocket import WebSocket
 
@@ -98,6 +99,9 @@ class Route(Model):
     """Usage records: `http` (the default: one per request: who, status, timings,
     bytes), `llm` (also the model, tokens and cost of OpenAI-compatible JSON and SSE
     answers), or `none` (no record)."""
+    rewrite: Rewrite = Rewrite()
+    """Map the upstream's own URLs in response headers (and, if asked, bodies) into the
+    route's public prefix, for web apps served under a prefix."""
     websocket: WebSocket = WebSocket()
     """WebSocket connections on this route (relayed unless `websocket: false`): message
     size, idle and total timeouts, keep-alive pings and the origins allowed."""

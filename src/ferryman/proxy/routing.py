@@ -18,6 +18,7 @@ from ferryman.errors import MethodNotAllowed, NotFound
 from ferryman.proxy.client import BodyRules
 from ferryman.proxy.paths import segment_count
 from ferryman.proxy.watchdog import ticks
+from ferryman.rewrite.urls import UrlMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class CompiledRoute:
     replaced_headers: frozenset[bytes]
     body: BodyRules
     """How request bodies are taken: limit, buffer and timeouts."""
+    urls: UrlMap | None = None
+    """Where the upstream's own URLs in response headers are made public (None: off)."""
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -77,6 +80,10 @@ def compile_route(
         total_ticks=ticks(taking.timeout),
         idle_ticks=ticks(taking.idle_timeout),
     )
+    urls = UrlMap.of(route.path, route.strip_prefix, upstream_url, upstream_prefix + extra)
+    rewrite_headers = route.rewrite.headers
+    if rewrite_headers is None:
+        rewrite_headers = not urls.identity
     return CompiledRoute(
         name=route.label,
         prefix=route.path,
@@ -93,6 +100,7 @@ def compile_route(
         added_headers=added,
         replaced_headers=frozenset(name for name, _ in added),
         body=body,
+        urls=urls if rewrite_headers and not urls.identity else None,
     )
 
 

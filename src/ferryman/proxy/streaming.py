@@ -36,6 +36,7 @@ from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
 from ferryman.proxy.watchdog import Watchdog
+from ferryman.rewrite.headers import rewrite_headers
 from ferryman.types import Receive, Scope, Send
 from ferryman.upstreams.attempt import Attempt
 from ferryman.upstreams.health import failure_of, verdict
@@ -300,6 +301,8 @@ class Forwarder:
     ) -> None:
         status = response.status
         headers = response_headers(response.raw_headers, ctx.upstream or "", self._refused)
+        if route.urls is not None:
+            headers = rewrite_headers(headers, route.urls)
         if route.added_headers:
             replaced = route.replaced_headers
             headers = [h for h in headers if h[0] not in replaced]

@@ -1,0 +1,1 @@
+"""Rewriting what an upstream says about its own URLs into the route's public ones."""
