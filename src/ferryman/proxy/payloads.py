@@ -1,14 +1,21 @@
 """Small pieces of a forwarded exchange: the request body as aiohttp should send it,
-headers for a rewritten body, and the refusal of a caller the shared pool is not lent to."""
+headers for a rewritten body, the refusal of a caller the shared pool is not lent to,
+and the warning about an upstream that tries to set the gateway's own cookie."""
 
 from __future__ import annotations
 
 import io
+import math
+import time
 from collections.abc import AsyncIterator
+
+import structlog
 
 from ferryman.auth.identity import Identity
 from ferryman.config.accounts import pool_permission
 from ferryman.errors import Forbidden
+
+log = structlog.get_logger("ferryman.proxy")
 
 #: A request body already in memory larger than this is handed to aiohttp as a file.
 LARGE_BYTES = 1024 * 1024
@@ -46,3 +53,23 @@ def with_length(headers: list[tuple[str, str]], length: int) -> list[tuple[str, 
     kept = [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
     kept.append(("Content-Length", str(length)))
     return kept
+
+
+class CookieRefusals:
+    """An upstream tried to set or clear the gateway's own cookie (dropped). Told at
+    most once a minute per upstream: an app behind the gateway that uses a cookie of
+    that name must rename it, and must not flood the log meanwhile."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def __call__(self, upstream: str, cookie: bytes) -> None:
+        now = time.monotonic()
+        if now - self._last.get(upstream, -math.inf) >= 60.0:
+            self._last[upstream] = now
+            log.warning(
+                "upstream_cookie_refused",
+                upstream=upstream,
+                cookie_name=cookie.decode("latin-1"),
+                reason="the gateway's own cookie: an upstream may neither set nor clear it",
+            )

@@ -45,7 +45,10 @@ class CompiledRoute:
     body: BodyRules
     """How request bodies are taken: limit, buffer and timeouts."""
     urls: UrlMap | None = None
-    """Where the upstream's own URLs in response headers are made public (None: off)."""
+    """How the upstream's own URLs become public ones (None: they are the same)."""
+    rewrite_headers: bool = False
+    rewrite_body: frozenset[str] = frozenset()
+    """Kinds of body (`html`, `css`, `js`, `json`) whose URLs are rewritten."""
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -100,7 +103,9 @@ def compile_route(
         added_headers=added,
         replaced_headers=frozenset(name for name, _ in added),
         body=body,
-        urls=urls if rewrite_headers and not urls.identity else None,
+        urls=None if urls.identity else urls,
+        rewrite_headers=rewrite_headers and not urls.identity,
+        rewrite_body=frozenset(route.rewrite.body) if not urls.identity else frozenset(),
     )
 
 

@@ -15,8 +15,8 @@ connection and so cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
+import zlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -31,11 +31,12 @@ from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
 from ferryman.proxy.headers import TrustedProxies, request_headers, response_headers
 from ferryman.proxy.paths import check_query, join_path, strip_segments
-from ferryman.proxy.payloads import not_lent, payload, with_length
+from ferryman.proxy.payloads import CookieRefusals, not_lent, payload, with_length
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
 from ferryman.proxy.watchdog import Watchdog
+from ferryman.rewrite.body import brotli_error, for_response
 from ferryman.rewrite.headers import rewrite_headers
 from ferryman.types import Receive, Scope, Send
 from ferryman.upstreams.attempt import Attempt
@@ -74,7 +75,7 @@ class Forwarder:
         self._metrics = metrics
         self._trusted = trusted
         self._pools: dict[str, KeyPool] = {}
-        self._refusals: dict[str, float] = {}
+        self._refused = CookieRefusals()
 
     def install_pools(self, pools: dict[str, KeyPool]) -> None:
         """Use these key pools for the upstreams whose credential is `pool`."""
@@ -301,8 +302,15 @@ class Forwarder:
     ) -> None:
         status = response.status
         headers = response_headers(response.raw_headers, ctx.upstream or "", self._refused)
+        rewriter = None
         if route.urls is not None:
-            headers = rewrite_headers(headers, route.urls)
+            if route.rewrite_headers:
+                headers = rewrite_headers(headers, route.urls)
+            if route.rewrite_body and method != "HEAD":
+                limit = route.spec.rewrite.max_body
+                rewriter, headers = for_response(
+                    route.urls, route.rewrite_body, limit, status, headers
+                )
         if route.added_headers:
             replaced = route.replaced_headers
             headers = [h for h in headers if h[0] not in replaced]
@@ -321,7 +329,7 @@ class Forwarder:
         events = content_type.startswith("text/event-stream")
         content = response.content
         first = b""
-        if length is not None and length <= SMALL_BODY and not events:
+        if length is not None and length <= SMALL_BODY and not events and rewriter is None:
             # A small body that came with the headers is sent in one piece (a failure
             # could still be a clean 502); one still arriving is streamed like any
             # other, so a slow upstream's first bytes are not held back.
@@ -345,6 +353,10 @@ class Forwarder:
         try:
             while chunk := first or await content.readany():
                 first = b""
+                if rewriter is not None:
+                    chunk = rewriter.feed(chunk)
+                    if not chunk:
+                        continue
                 if tail is not None:
                     tail.feed(chunk)
                 elif kept is not None:
@@ -352,7 +364,9 @@ class Forwarder:
                     if len(kept) > JSON_USAGE_LIMIT:
                         kept = None  # too large to keep aside: recorded without usage
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            if rewriter is not None and (rest := rewriter.end()):
+                await send({"type": "http.response.body", "body": rest, "more_body": True})
+        except (aiohttp.ClientError, TimeoutError, zlib.error, brotli_error()) as exc:
             error = self._failed_midway(ctx.upstream or "", exc)
             ctx.error = error.code
             log.warning(
@@ -372,20 +386,6 @@ class Forwarder:
             reading.answer(bytes(kept))
         ctx.response_done = True
         await send({"type": "http.response.body", "body": b""})
-
-    def _refused(self, upstream: str, cookie: bytes) -> None:
-        """An upstream tried to set or clear the gateway's own cookie (dropped). Told at
-        most once a minute per upstream: an app behind the gateway that uses a cookie of
-        that name must rename it, and must not flood the log meanwhile."""
-        now = time.monotonic()
-        if now - self._refusals.get(upstream, -math.inf) >= 60.0:
-            self._refusals[upstream] = now
-            log.warning(
-                "upstream_cookie_refused",
-                upstream=upstream,
-                cookie_name=cookie.decode("latin-1"),
-                reason="the gateway's own cookie: an upstream may neither set nor clear it",
-            )
 
     def _failed_midway(self, upstream: str, exc: BaseException) -> UpstreamError:
         error = translate(exc, upstream)

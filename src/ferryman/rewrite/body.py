@@ -1,0 +1,193 @@
+"""Rewriting a response body as it streams past.
+
+The body is decoded (`gzip`, `deflate` or `br`, then its charset) chunk by chunk, the
+rules of its kind run over the text, and the result goes on as identity-encoded bytes
+of the same charset. Text is held back only from the last boundary (a newline or `>`)
+of what has arrived, and never more than `LOOK_BEHIND` characters, so a URL split
+across two chunks is still whole when it is rewritten and no body is buffered whole.
+Bytes that are not valid in the declared charset pass through unchanged
+(surrogate escapes).
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import importlib
+import zlib
+from typing import Any, Protocol
+
+from ferryman.rewrite.rules import Absolute, Rule, rules_for
+from ferryman.rewrite.urls import UrlMap
+from ferryman.types import Headers
+
+#: The most text held back waiting for a boundary (minified files have few newlines).
+LOOK_BEHIND = 16 * 1024
+
+_KINDS = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/css": "css",
+    "text/javascript": "js",
+    "application/javascript": "js",
+    "application/ecmascript": "js",
+    "text/ecmascript": "js",
+    "application/json": "json",
+}
+
+
+class _Decoder(Protocol):
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+def kind_of(content_type: str) -> str | None:
+    """`html`, `css`, `js` or `json` for a Content-Type, or None."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind = _KINDS.get(media)
+    if kind is None and media.endswith("+json"):
+        kind = "json"
+    return kind
+
+
+def charset_of(content_type: str) -> str:
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.lower() == "charset" and value:
+            try:
+                return codecs.lookup(value.strip("\"'")).name
+            except LookupError:
+                break
+    return "utf-8"
+
+
+def decompressor(encoding: str) -> _Decoder | None:
+    """A streaming decoder for a Content-Encoding; None for identity. ValueError for an
+    encoding this gateway cannot decode (the body is then relayed unchanged)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return _Deflate()
+    if encoding == "br":
+        brotli: Any = importlib.import_module("brotli")  # untyped; a dependency
+        return _Brotli(brotli.Decompressor())
+    raise ValueError(encoding)
+
+
+def brotli_error() -> type[Exception]:
+    """What a broken `br` body raises (for the relay to treat like a broken stream)."""
+    error: type[Exception] = importlib.import_module("brotli").error
+    return error
+
+
+class _Deflate:
+    """`deflate` as servers send it: zlib-wrapped, or (some) raw."""
+
+    def __init__(self) -> None:
+        self._inner: Any = None
+
+    def decompress(self, data: bytes) -> bytes:
+        if self._inner is None:
+            raw = bool(data) and (data[0] & 0x0F) != 8
+            self._inner = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        out: bytes = self._inner.decompress(data)
+        return out
+
+
+class _Brotli:
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def decompress(self, data: bytes) -> bytes:
+        out: bytes = self._decoder.process(data)
+        return out
+
+
+class BodyRewriter:
+    """One response body: `feed` each chunk, then `end`; each returns what to send."""
+
+    def __init__(
+        self, urls: UrlMap, kind: str, charset: str, decoder: _Decoder | None, absolute: Absolute
+    ) -> None:
+        self._urls = urls
+        self._rules: tuple[Rule, ...] = (*rules_for(kind), absolute)
+        self._charset = charset
+        # Bytes invalid in the charset become lone surrogates and back: unchanged.
+        self._errors = "surrogateescape"
+        self._text = codecs.getincrementaldecoder(charset)(errors=self._errors)
+        self._decoder = decoder
+        self._carry = ""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._decoder is not None:
+            chunk = self._decoder.decompress(chunk)
+        text = self._carry + self._text.decode(chunk)
+        cut = _boundary(text)
+        self._carry = text[cut:]
+        return self._rewrite(text[:cut])
+
+    def end(self) -> bytes:
+        text = self._carry + self._text.decode(b"", final=True)
+        self._carry = ""
+        return self._rewrite(text)
+
+    def _rewrite(self, text: str) -> bytes:
+        if not text:
+            return b""
+        for rule in self._rules:
+            text = rule(text, self._urls)
+        return text.encode(self._charset, errors=self._errors)
+
+
+def _boundary(text: str) -> int:
+    """Where the text may be cut: before its last newline or after its last `>` (the
+    rules need the whitespace before an attribute, so it stays with what follows),
+    unless that holds back more than LOOK_BEHIND (then before the last space, or
+    anywhere)."""
+    cut = max(text.rfind("\n"), text.rfind(">") + 1, 0)
+    if len(text) - cut <= LOOK_BEHIND:
+        return cut
+    space = text.rfind(" ", 0, len(text) - 256)
+    return space if space > 0 and len(text) - space <= LOOK_BEHIND else len(text) - LOOK_BEHIND
+
+
+#: Headers that describe the bytes as the upstream sent them, untrue once rewritten.
+_STALE = frozenset({b"content-length", b"content-encoding", b"etag", b"content-md5"})
+
+
+@functools.cache
+def _absolute(urls: UrlMap) -> Absolute:
+    return Absolute.of(urls)
+
+
+def for_response(
+    urls: UrlMap, kinds: frozenset[str], max_body: int, status: int, headers: Headers
+) -> tuple[BodyRewriter | None, Headers]:
+    """A rewriter for this response if its body is one of `kinds`, not partial, not
+    declared larger than `max_body` and in an encoding the gateway can decode; and the
+    headers to send with it (framing and validators of the original bytes removed)."""
+    if status < 200 or status in (204, 206, 304):
+        return None, headers
+    content_type = encoding = b""
+    length = None
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-encoding":
+            encoding = value
+        elif name == b"content-length":
+            length = value
+    kind = kind_of(content_type.decode("latin-1"))
+    if kind is None or kind not in kinds:
+        return None, headers
+    if length is not None and (not length.isdigit() or int(length) > max_body):
+        return None, headers
+    try:
+        decoder = decompressor(encoding.decode("latin-1"))
+    except ValueError:
+        return None, headers
+    charset = charset_of(content_type.decode("latin-1"))
+    rewriter = BodyRewriter(urls, kind, charset, decoder, _absolute(urls))
+    return rewriter, [(n, v) for n, v in headers if n not in _STALE]
