@@ -21,5 +21,9 @@ class Rewrite(Model):
     `upstream_path` or an upstream URL with a path)."""
     body: tuple[BodyKind, ...] = ()
     """Response bodies whose URLs are rewritten too, by content type."""
+    runtime: bool = True
+    """With `html`: put the gateway's small script first in each page's `<head>`, which
+    maps the URLs the page builds while it runs (fetch, XHR, WebSocket, EventSource,
+    history) into the prefix. Served by the gateway at `<prefix>/.ferryman/rewrite.js`."""
     max_body: ByteSize = Field(default=ByteSize(5 * 1024 * 1024), ge=0)
     """Bodies declared larger than this are relayed unchanged."""

@@ -28,6 +28,7 @@ from ferryman.proxy.paths import check_path
 from ferryman.proxy.routing import CompiledRoute, RouteTable
 from ferryman.proxy.streaming import Forwarder
 from ferryman.proxy.websocket import WebSocketRelay, allowed_origin, denial
+from ferryman.rewrite.body import runtime_script
 from ferryman.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -121,6 +122,9 @@ class Proxy:
                     return
             route = self._table.match(scope["method"], host, path)
             ctx.route = route.name
+            if route.runtime_path is not None and path == route.runtime_path:
+                await self._runtime_script(send, scope)
+                return
             cors = self._cors.get(route.name) if self._cors else None
             if cors is not None:
                 origin = origin_header(scope["headers"])
@@ -270,6 +274,17 @@ class Proxy:
             if ctx.status:  # already accepted: the relay closed it
                 return
             await self._responder.error(denial(scope, send), error, ctx.correlation_id)
+
+    async def _runtime_script(self, send: Send, scope: Scope) -> None:
+        """The script that maps a rewritten page's run-time URLs (no credential needed:
+        it is the same public file for everyone)."""
+        await self._responder.send(
+            send,
+            200,
+            runtime_script(),
+            content_type=b"text/javascript; charset=utf-8",
+            head=scope["method"] == "HEAD",
+        )
 
     async def _pass_redirect(
         self,

@@ -18,6 +18,7 @@ from ferryman.errors import MethodNotAllowed, NotFound
 from ferryman.proxy.client import BodyRules
 from ferryman.proxy.paths import segment_count
 from ferryman.proxy.watchdog import ticks
+from ferryman.rewrite.body import RUNTIME_PATH
 from ferryman.rewrite.urls import UrlMap
 
 
@@ -49,6 +50,8 @@ class CompiledRoute:
     rewrite_headers: bool = False
     rewrite_body: frozenset[str] = frozenset()
     """Kinds of body (`html`, `css`, `js`, `json`) whose URLs are rewritten."""
+    runtime_path: str | None = None
+    """Where the gateway serves its runtime script for this route's pages (or None)."""
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -106,6 +109,11 @@ def compile_route(
         urls=None if urls.identity else urls,
         rewrite_headers=rewrite_headers and not urls.identity,
         rewrite_body=frozenset(route.rewrite.body) if not urls.identity else frozenset(),
+        runtime_path=(
+            route.path.rstrip("/") + RUNTIME_PATH
+            if "html" in route.rewrite.body and route.rewrite.runtime and not urls.identity
+            else None
+        ),
     )
 
 

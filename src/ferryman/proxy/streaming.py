@@ -307,9 +307,9 @@ class Forwarder:
             if route.rewrite_headers:
                 headers = rewrite_headers(headers, route.urls)
             if route.rewrite_body and method != "HEAD":
-                limit = route.spec.rewrite.max_body
+                spec = route.spec.rewrite
                 rewriter, headers = for_response(
-                    route.urls, route.rewrite_body, limit, status, headers
+                    route.urls, route.rewrite_body, spec.max_body, status, headers, spec.runtime
                 )
         if route.added_headers:
             replaced = route.replaced_headers

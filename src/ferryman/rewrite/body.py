@@ -14,12 +14,20 @@ from __future__ import annotations
 import codecs
 import functools
 import importlib
+import importlib.resources
+import re
 import zlib
 from typing import Any, Protocol
 
 from ferryman.rewrite.rules import Absolute, Rule, rules_for
 from ferryman.rewrite.urls import UrlMap
 from ferryman.types import Headers
+
+_HEAD = re.compile(r"(?i)<head(?:\s[^>]*)?>")
+_BODY = re.compile(r"(?i)<body(?:\s[^>]*)?>")
+
+#: The path, under a route's prefix, where the gateway serves its runtime script.
+RUNTIME_PATH = "/.ferryman/rewrite.js"
 
 #: The most text held back waiting for a boundary (minified files have few newlines).
 LOOK_BEHIND = 16 * 1024
@@ -109,9 +117,16 @@ class BodyRewriter:
     """One response body: `feed` each chunk, then `end`; each returns what to send."""
 
     def __init__(
-        self, urls: UrlMap, kind: str, charset: str, decoder: _Decoder | None, absolute: Absolute
+        self,
+        urls: UrlMap,
+        kind: str,
+        charset: str,
+        decoder: _Decoder | None,
+        absolute: Absolute,
+        inject: str | None = None,
     ) -> None:
         self._urls = urls
+        self._inject = inject if kind == "html" else None
         self._rules: tuple[Rule, ...] = (*rules_for(kind), absolute)
         self._charset = charset
         # Bytes invalid in the charset become lone surrogates and back: unchanged.
@@ -138,6 +153,12 @@ class BodyRewriter:
             return b""
         for rule in self._rules:
             text = rule(text, self._urls)
+        if self._inject is not None:
+            # After the opening <head> (else <body>), once: before the page's own scripts.
+            match = _HEAD.search(text) or _BODY.search(text)
+            if match is not None:
+                text = text[: match.end()] + self._inject + text[match.end() :]
+                self._inject = None
         return text.encode(self._charset, errors=self._errors)
 
 
@@ -163,7 +184,12 @@ def _absolute(urls: UrlMap) -> Absolute:
 
 
 def for_response(
-    urls: UrlMap, kinds: frozenset[str], max_body: int, status: int, headers: Headers
+    urls: UrlMap,
+    kinds: frozenset[str],
+    max_body: int,
+    status: int,
+    headers: Headers,
+    runtime: bool = False,
 ) -> tuple[BodyRewriter | None, Headers]:
     """A rewriter for this response if its body is one of `kinds`, not partial, not
     declared larger than `max_body` and in an encoding the gateway can decode; and the
@@ -189,5 +215,15 @@ def for_response(
     except ValueError:
         return None, headers
     charset = charset_of(content_type.decode("latin-1"))
-    rewriter = BodyRewriter(urls, kind, charset, decoder, _absolute(urls))
+    inject = None
+    if runtime and kind == "html":
+        prefix = urls.public_prefix
+        inject = f'<script src="{prefix}{RUNTIME_PATH}" data-prefix="{prefix}"></script>'
+    rewriter = BodyRewriter(urls, kind, charset, decoder, _absolute(urls), inject)
     return rewriter, [(n, v) for n, v in headers if n not in _STALE]
+
+
+@functools.cache
+def runtime_script() -> bytes:
+    """The runtime script's bytes (shipped in the package, read once)."""
+    return importlib.resources.files("ferryman.rewrite").joinpath("static/rewrite.js").read_bytes()
