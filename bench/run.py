@@ -191,6 +191,25 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+SCENARIOS += (
+    Scenario(
+        name="html_plain",
+        path="/plainhtml/site/page.html",
+        route={"name": "html_plain", "path": "/plainhtml", "upstream": "static",
+               "strip_prefix": True},
+        expect="html",
+    ),
+    Scenario(
+        name="html_rewrite",
+        path="/rw/site/page.html",
+        route={"name": "html_rewrite", "path": "/rw", "upstream": "static",
+               "strip_prefix": True, "rewrite": {"body": ["html"]}},
+        expect="html_rewritten",
+        target=0.6,
+        baseline="html_plain",
+    ),
+)  # fmt: skip
+
 #: Two tiers far above what the load reaches: the cost of checking, never a refusal.
 LIMITS = ["10000000/hour", {"rate": "1000000/minute", "by": ["ip", "route"]}]
 
@@ -245,9 +264,35 @@ def stream_body() -> bytes:
     return b"".join(lines) + b"data: [DONE]\n\n"
 
 
+def html_page(size: int = 50 * 1024) -> bytes:
+    """A ~50 KB page of an app written for its host's root: links, images, scripts."""
+    head = (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>Bench</title>\n'
+        '<link rel="stylesheet" href="/static/app.css">\n'
+        '<script type="module" src="/static/app.js"></script>\n</head><body>\n'
+    )
+    rows = []
+    n = 0
+    while len(head) + sum(map(len, rows)) < size:
+        rows.append(
+            f'<div class="row"><a href="/items/{n}">Item {n}</a> '
+            f'<img src="/img/{n % 40}.png" alt="" width="16" height="16"> '
+            f"<span>Some text of item {n}, as a list page would show it.</span></div>\n"
+        )
+        n += 1
+    return (head + "".join(rows) + "</body></html>\n").encode()
+
+
 BODY = completion_body()
 SSE_BODY = stream_body()
-BODIES = {"json": BODY, "sse": SSE_BODY}
+PAGE = html_page()
+BODIES = {"json": BODY, "sse": SSE_BODY, "html": PAGE}
+
+
+def body_matches(expect: str, body: bytes) -> bool:
+    if expect == "html_rewritten":  # the page, its links moved under the route's prefix
+        return b'<a href="/rw/items/0">' in body and b'href="/items/' not in body
+    return body == BODIES[expect]
 
 
 # --------------------------------------------------------------------------- processes
@@ -621,6 +666,10 @@ http {{
             default_type text/event-stream;
             return 200 '{stream}';
         }}
+        location /site/ {{
+            root {ws.path("www")};
+            default_type text/html;
+        }}
     }}
 }}
 """
@@ -634,6 +683,9 @@ def start_nginx(
     port = free_port()
     conf = root / "nginx.conf"
     conf.write_text(nginx_conf(ws, port))
+    site = ws.path("www") / "site"
+    site.mkdir(parents=True)
+    (site / "page.html").write_bytes(PAGE)
     log = root / "error.log"
     nginx = shutil.which("nginx") or "nginx"
     argv = [*pin.load, nginx, "-p", str(root), "-c", str(conf), "-e", str(log)]
@@ -926,7 +978,7 @@ def measure(
 def check_target(target: Target) -> None:
     """One request before the load: the target must answer 200 with nginx's body."""
     status, body = fetch(target.url, target.headers, target.body)
-    if status != 200 or body != BODIES[target.expect]:
+    if status != 200 or not body_matches(target.expect, body):
         raise RuntimeError(
             f"{target.name}: {target.url} answered {status} with {body[:300]!r}; "
             "expected 200 and the upstream's body"

@@ -148,6 +148,11 @@ async def test_revoking_or_expiring_the_pass_ends_the_cookie_at_once(
         handle = first["cookie"]["ferryman_pass"].value
         status, body, _ = await b.get("/app/x", Cookie=f"ferryman_pass={handle}")
         assert (status, body["error"]) == (401, "revoked_credential")
+        # Its WebSocket handshake too, with the pass in the query as seed 002 sends it.
+        base = b.gw.url.replace("http://", "ws://")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await b.http.ws_connect(f"{base}/live/ws?token={first['token']}")
+        assert refused.value.status == 401
         b.clock.advance(minutes=61)
         handle = second["cookie"]["ferryman_pass"].value
         status, body, _ = await b.get("/app/x", Cookie=f"ferryman_pass={handle}")

@@ -12,8 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from ferryman.config.settings import Settings
+from ferryman.store.tables import usage_records
 from tests.conftest import LogReader
 from tests.fakes.websockets import FakeWebSocketUpstream
 from tests.support import Api, Running, client_session, gateway_dict, serve_app
@@ -228,3 +230,19 @@ async def test_an_idle_connection_is_closed_with_1001_and_logged_with_its_counts
     assert 'ferryman_websocket_closes_total{by="idle",route="main"} 1.0' in metrics
     assert 'ferryman_websocket_messages_total{direction="in",route="main"} 2.0' in metrics
     assert 'ferryman_websocket_connections{route="main"} 0.0' in metrics
+
+
+async def test_a_connection_on_a_metered_route_leaves_one_usage_record(
+    settings: Settings, wsup: FakeWebSocketUpstream
+) -> None:
+    async with serve_app(settings, gateway_dict(wsup.url)) as gw, client_session() as http:
+        async with http.ws_connect(ws_url(gw)) as ws:
+            await ws.send_bytes(b"12345")
+            assert await ws.receive_bytes(timeout=2) == b"12345"
+        await asyncio.sleep(0.2)  # the access record is made once the handler returns
+        assert gw.app.usage is not None and gw.app.database is not None
+        await gw.app.usage.flush()
+        async with gw.app.database.engine.connect() as conn:
+            rows = (await conn.execute(select(usage_records))).all()
+    (row,) = [r for r in rows if r.route == "main"]
+    assert (row.status, row.bytes_in, row.bytes_out, row.upstream) == (101, 5, 5, "up")

@@ -197,7 +197,12 @@ async def test_through_the_gateway(settings: Settings, app_upstream: str) -> Non
             assert r.status == 200
             assert "Content-Encoding" not in r.headers and "Content-Length" not in r.headers
             page = (await r.read()).decode()
-    # Its own origin is the fake's (127.0.0.1:port), not app.internal: only that differs.
+        async with http.get(gw.url + "/p/.ferryman/rewrite.js") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+            assert b"__ferrymanPrefix" in await r.read()
+    # Its own origin is the fake's (127.0.0.1:port), not app.internal: only that differs;
+    # and the runtime script comes first in the <head>.
     expected = HTML_EXPECTED.replace("/p/static/app.js", UP + "/static/app.js")
     expected = expected.replace("See /p/docs", f"See {UP}/docs")
-    assert page == expected
+    runtime = '<script src="/p/.ferryman/rewrite.js" data-prefix="/p"></script>'
+    assert page == expected.replace("<head>", "<head>" + runtime, 1)
