@@ -17,6 +17,7 @@ from sqlalchemy import select
 from ferryman.config.settings import Settings
 from ferryman.store.tables import usage_records
 from tests.conftest import LogReader
+from tests.fakes.upstream import FakeUpstream
 from tests.fakes.websockets import FakeWebSocketUpstream
 from tests.support import Api, Running, client_session, gateway_dict, serve_app
 
@@ -246,3 +247,24 @@ async def test_a_connection_on_a_metered_route_leaves_one_usage_record(
             rows = (await conn.execute(select(usage_records))).all()
     (row,) = [r for r in rows if r.route == "main"]
     assert (row.status, row.bytes_in, row.bytes_out, row.upstream) == (101, 5, 5, "up")
+
+
+async def test_open_connections_do_not_take_the_http_pool_and_a_hung_handshake_is_504(
+    settings: Settings, wsup: FakeWebSocketUpstream, upstream: FakeUpstream
+) -> None:
+    # A pool of 2 for HTTP requests: 5 WebSocket connections stay open beside it.
+    spec = gateway_dict(wsup.url, upstream_spec={"pool": {"size": 2}})
+    async with serve_app(settings, spec) as gw, client_session() as http:
+        sockets = [await http.ws_connect(ws_url(gw)) for _ in range(5)]
+        for n, ws in enumerate(sockets):
+            await ws.send_str(f"n{n}")
+            assert await ws.receive_str(timeout=2) == f"n{n}"
+        for ws in sockets:
+            await ws.close()
+    # An upstream that takes the handshake and never answers it.
+    spec = gateway_dict(upstream.url, upstream_spec={"timeout": {"read": 0.5}})
+    async with serve_app(settings, spec) as gw, client_session() as http:
+        started = time.monotonic()
+        status, body = await handshake(http, gw, "/hang")
+        assert (status, body["error"]) == (504, "upstream_timeout")
+        assert time.monotonic() - started < 2

@@ -42,6 +42,7 @@ class UpstreamClient:
         #: client's own copy is never forwarded beside the gateway's.
         self.credential_drop: frozenset[bytes] = frozenset()
         self._session: aiohttp.ClientSession | None = None
+        self._ws_session: aiohttp.ClientSession | None = None
 
     def resolve_credential(self) -> None:
         """Read a fixed credential from the environment; ConfigError when it is missing."""
@@ -89,6 +90,26 @@ class UpstreamClient:
             raise_for_status=False,
         )
 
+    def websocket_session(self) -> aiohttp.ClientSession:
+        """A session of its own for WebSocket connections: each holds its connection for
+        as long as it is open, so they must not take the pool's `size` slots from HTTP
+        requests (a route's `max_parallel` is what caps them)."""
+        if self._ws_session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0, ttl_dns_cache=300, ssl=bool(self.spec.tls_verify), force_close=True
+            )
+            self._ws_session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.spec.timeout.connect, sock_read=None
+                ),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                trust_env=False,
+            )
+        return self._ws_session
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -105,3 +126,6 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._ws_session is not None:
+            await self._ws_session.close()
+            self._ws_session = None

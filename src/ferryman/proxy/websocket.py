@@ -173,16 +173,18 @@ class WebSocketRelay:
             return
         ctx.upstream_sent = time.perf_counter()
         try:
-            ws = await upstream.session.ws_connect(
-                url,
-                protocols=_subprotocols(scope),
-                headers=headers,
-                heartbeat=spec.ping_interval,
-                max_msg_size=spec.max_message + 1,  # aiohttp refuses at the size itself
-                autoclose=False,
-                autoping=True,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-            )
+            # The handshake is an answer like any other: the upstream's read timeout.
+            async with asyncio.timeout(upstream.spec.timeout.read):
+                ws = await upstream.websocket_session().ws_connect(
+                    url,
+                    protocols=_subprotocols(scope),
+                    headers=headers,
+                    heartbeat=spec.ping_interval,
+                    max_msg_size=spec.max_message + 1,  # aiohttp refuses at the size itself
+                    autoclose=False,
+                    autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                )
         except aiohttp.WSServerHandshakeError as exc:
             raise _refused(upstream.name, exc.status) from None
         except Exception as exc:
