@@ -172,6 +172,8 @@ def main() -> int:
         gw_port = base.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYMAN_")}
         env |= {"FERRYMAN_DATA_DIR": str(ws.path("data")), "FERRYMAN_LOG_LEVEL": "warning"}
+        # Every connection comes from 127.0.0.1: lift the per-address cap (256) above them.
+        env["FERRYMAN_MAX_CONNECTIONS_PER_IP"] = str(args.idle + args.connections + 100)
         argv = [*pin.proxy, base.ferryman_executable(), "serve", "--config"]
         argv += [str(gateway_file(ws, up_url)), "--host", "127.0.0.1", "--port", str(gw_port)]
         gw_log = ws.path("ferryman.log")

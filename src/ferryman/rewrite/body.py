@@ -2,9 +2,10 @@
 
 The body is decoded (`gzip`, `deflate` or `br`, then its charset) chunk by chunk, the
 rules of its kind run over the text, and the result goes on as identity-encoded bytes
-of the same charset. Text is held back only from the last boundary (a newline or `>`)
-of what has arrived, and never more than `LOOK_BEHIND` characters, so a URL split
-across two chunks is still whole when it is rewritten and no body is buffered whole.
+of the same charset. Text is gathered into batches of `BATCH` characters and held back
+from the last boundary (a newline or `>`) of what has arrived, never more than
+`LOOK_BEHIND`, so a URL split across two chunks is still whole when it is rewritten and
+no body is buffered whole.
 Bytes that are not valid in the declared charset pass through unchanged
 (surrogate escapes).
 """
@@ -28,6 +29,9 @@ _BODY = re.compile(r"(?i)<body(?:\s[^>]*)?>")
 
 #: The path, under a route's prefix, where the gateway serves its runtime script.
 RUNTIME_PATH = "/.ferryman/rewrite.js"
+
+#: Text gathered before the rules run over it (the rest waits for more, or the end).
+BATCH = 16 * 1024
 
 #: The most text held back waiting for a boundary (minified files have few newlines).
 LOOK_BEHIND = 16 * 1024
@@ -139,6 +143,11 @@ class BodyRewriter:
         if self._decoder is not None:
             chunk = self._decoder.decompress(chunk)
         text = self._carry + self._text.decode(chunk)
+        if len(text) < BATCH:
+            # Small chunks are gathered first: each pass of the rules has a fixed cost,
+            # which a page arriving in 4 KB pieces would pay many times over.
+            self._carry = text
+            return b""
         cut = _boundary(text)
         self._carry = text[cut:]
         return self._rewrite(text[:cut])
