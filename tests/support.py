@@ -75,6 +75,7 @@ async def serve_app(
         date_header=False,
         proxy_headers=False,
         http="httptools",
+        ws="websockets-sansio",  # as `ferryman serve` runs it
         timeout_graceful_shutdown=grace,
     )
     server = uvicorn.Server(config)
