@@ -181,3 +181,30 @@ async def test_a_forged_handle_is_refused_and_a_route_may_answer_403_when_nothin
         assert (status, body["error"]) == (401, "invalid_credential")
         status, body, _ = await b.get(f"/strict/x?token={record['token']}")
         assert (status, body["error"]) == (403, "missing_credential")  # not taken there
+
+
+async def test_an_open_websocket_ends_with_its_pass_revoked_or_run_out(
+    settings_factory: Callable[..., Settings], upstream: FakeUpstream, wsup: FakeWebSocketUpstream
+) -> None:
+    async with browser(settings_factory, upstream, wsup) as b:
+        base = b.gw.url.replace("http://", "ws://")
+        first = await a_pass(b, "uli")
+        async with b.http.ws_connect(f"{base}/live/ws?token={first['token']}") as ws:
+            await ws.send_str("open")
+            assert await ws.receive_str(timeout=2) == "open"
+            await b.api.call(
+                "POST", f"/tokens/{first['id']}/revoke", token=first["jwt"], expect=200
+            )
+            msg = await ws.receive(timeout=2)
+            assert (msg.type, msg.data, msg.extra) == (
+                aiohttp.WSMsgType.CLOSE, 1008, "credential revoked",
+            )  # fmt: skip
+        second = await a_pass(b, "vic")
+        assert (await b.get(f"/app/x?token={second['token']}"))[0] == 200  # activated
+        b.clock.advance(minutes=59, seconds=59.5)  # half a second left
+        async with b.http.ws_connect(f"{base}/live/ws?token={second['token']}") as ws:
+            msg = await ws.receive(timeout=3)
+            assert (msg.type, msg.data, msg.extra) == (
+                aiohttp.WSMsgType.CLOSE, 1008, "credential expired",
+            )  # fmt: skip
+        assert b.gw.app.auth is not None and b.gw.app.auth.watchers.watched == 0

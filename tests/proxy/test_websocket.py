@@ -268,3 +268,30 @@ async def test_open_connections_do_not_take_the_http_pool_and_a_hung_handshake_i
         status, body = await handshake(http, gw, "/hang")
         assert (status, body["error"]) == (504, "upstream_timeout")
         assert time.monotonic() - started < 2
+
+
+async def test_an_open_connection_ends_when_its_account_is_disabled_not_when_renamed(
+    settings_factory: Callable[..., Settings], wsup: FakeWebSocketUpstream
+) -> None:
+    settings = settings_factory(admin_username="root", admin_password="root password long")
+    spec = gateway_dict(wsup.url, auth=["api_key"])
+    async with serve_app(settings, spec) as gw, client_session() as http:
+        api = Api(http, gw.url)
+        admin = await api.login("root", "root password long")
+        user, token = await api.user("xena")
+        key = (await api.new_key(token))["key"]
+        async with http.ws_connect(ws_url(gw), headers={"X-API-Key": key}) as ws:
+            await api.call(
+                "PATCH", f"/admin/users/{user['id']}", token=admin,
+                json={"role": "user"}, expect=200,
+            )  # fmt: skip
+            await ws.send_str("still here")  # an account change that takes nothing away
+            assert await ws.receive_str(timeout=2) == "still here"
+            await api.call(
+                "PATCH", f"/admin/users/{user['id']}", token=admin,
+                json={"is_active": False}, expect=200,
+            )  # fmt: skip
+            msg = await ws.receive(timeout=2)
+            assert (msg.type, msg.data, msg.extra) == (
+                aiohttp.WSMsgType.CLOSE, 1008, "credential revoked",
+            )  # fmt: skip

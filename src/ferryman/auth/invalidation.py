@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ferryman.auth.cache import CredentialCache
+from ferryman.auth.watch import Watchers
 from ferryman.store.broadcast import Broadcast
 
 if TYPE_CHECKING:
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 class Invalidations:
     """Applies invalidations to the local cache and, when connected, to the fleet's."""
 
-    def __init__(self, cache: CredentialCache) -> None:
+    def __init__(self, cache: CredentialCache, watchers: Watchers | None = None) -> None:
         self._cache = cache
+        self._watchers = watchers
         # A lost connection: the cache forgets everything it may not have heard about.
         self._fleet = Broadcast("invalidate", self._received, on_lost=cache.clear)
 
@@ -38,8 +40,12 @@ class Invalidations:
     def _apply(self, kind: str, value: str) -> None:
         if kind == "user":
             self._cache.forget_user(value)
+            if self._watchers is not None:
+                self._watchers.user_changed(value)
         elif kind == "credential":
             self._cache.forget_credential(value)
+            if self._watchers is not None:
+                self._watchers.credential_changed(value)
         elif kind == "digest":
             self._cache.forget_digest(value)
 

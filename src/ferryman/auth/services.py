@@ -18,6 +18,7 @@ from ferryman.auth.shared_throttle import LoginThrottle
 from ferryman.auth.throttle import FailureThrottle
 from ferryman.auth.touch import Touches
 from ferryman.auth.users import CLOSED, Registration, Users
+from ferryman.auth.watch import Watchers
 from ferryman.clock import Clock
 from ferryman.config.secrets import Secrets
 from ferryman.config.settings import Settings
@@ -50,7 +51,9 @@ class Auth:
         self.registration = registration
         ttl = settings.credential_cache_ttl if cache_ttl is None else cache_ttl
         self.cache = CredentialCache(clock, ttl=ttl)
-        self.invalidations = Invalidations(self.cache)
+        #: Open connections (WebSocket) that end when their credential or account does.
+        self.watchers = Watchers(self.load_state)
+        self.invalidations = Invalidations(self.cache, self.watchers)
         self.hash = KeyedHash(secrets.key_pepper.get_secret_value().encode())
         secret = secrets.secret_key.get_secret_value()
         self.session_signer = Signer(secret.encode(), "session")

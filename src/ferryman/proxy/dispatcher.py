@@ -27,7 +27,7 @@ from ferryman.proxy.headers import host_of
 from ferryman.proxy.paths import check_path
 from ferryman.proxy.routing import CompiledRoute, RouteTable
 from ferryman.proxy.streaming import Forwarder
-from ferryman.proxy.websocket import WebSocketRelay, allowed_origin, denial
+from ferryman.proxy.websocket import Ending, WebSocketRelay, allowed_origin, denial
 from ferryman.rewrite.body import runtime_script
 from ferryman.types import Receive, Scope, Send
 
@@ -49,6 +49,7 @@ class Proxy:
         self._table = table
         self._forwarder = forwarder
         self._websockets = websockets
+        self._auth: Auth | None = None
         self._responder = responder
         self._uses_hosts = any(route.host is not None for route in table.routes)
         self._policies: dict[str, RoutePolicy] = {}
@@ -69,6 +70,7 @@ class Proxy:
 
     def install_auth(self, auth: Auth) -> None:
         """Compile every credentialed route's policy (once the database is up)."""
+        self._auth = auth
         self._policies = {
             route.name: RoutePolicy(auth, route.spec)
             for route in self._table.routes
@@ -262,11 +264,19 @@ class Proxy:
             if limits is not None and (limits.tiers or account):
                 await limits.check(caller, account)
             slot = await cap.acquire(caller) if cap is not None else None
+            ending, unwatch = None, None
+            if identity is not None and self._auth is not None:
+                revoked, unwatch = self._auth.watchers.watch(identity)
+                expires = identity.expires_at
+                left = expires.timestamp() - self._auth.clock.time() if expires else None
+                ending = Ending(revoked, left)
             try:
                 await self._websockets.relay(
-                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop
+                    scope, receive, send, ctx, route, raw.decode("ascii"), add, drop, ending
                 )
             finally:
+                if unwatch is not None:
+                    unwatch()
                 if cap is not None and slot is not None:
                     await cap.release(slot)
         except GatewayError as error:

@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import structlog
@@ -48,6 +49,7 @@ _HANDSHAKE = frozenset(
 )
 
 GOING_AWAY = 1001
+POLICY = 1008
 TOO_BIG = 1009
 INTERNAL = 1011
 
@@ -105,6 +107,16 @@ def allowed_origin(
     return text in (f"{s}://{host.decode('latin-1')}" for s in (scheme, "http", "https"))
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What ends a connection with its credential: a future resolved on revocation (or
+    the account disabled), and the seconds the credential had left at the handshake, if
+    it expires."""
+
+    revoked: asyncio.Future[None]
+    left: float | None = None
+
+
 @dataclass(slots=True)
 class Traffic:
     """What crossed one connection, for the access line and the metrics."""
@@ -135,8 +147,11 @@ class WebSocketRelay:
         raw_path: str,
         extra_headers: list[tuple[str, str]],
         drop: frozenset[bytes] = frozenset(),
+        ended: Ending | None = None,
     ) -> None:
-        """Relay until either side closes; GatewayError before the upgrade."""
+        """Relay until either side closes; GatewayError before the upgrade. `ended`:
+        when the caller's credential stops being good (revoked, expired, its account
+        disabled), the connection is closed with 1008."""
         upstream = self._upstreams[route.upstream]
         ctx.upstream = upstream.name
         ctx.meter = route.spec.meter != "none"  # one usage record for the connection
@@ -196,7 +211,7 @@ class WebSocketRelay:
         self._metrics.websocket_opened(route.name)
         try:
             await send({"type": "websocket.accept", "subprotocol": ws.protocol})
-            await self._pump(receive, send, ws, spec, ctx, traffic)
+            await self._pump(receive, send, ws, spec, ctx, traffic, ended)
         finally:
             ctx.upstream_ended = time.perf_counter()
             if not ws.closed:
@@ -219,6 +234,7 @@ class WebSocketRelay:
         spec: WebSocket,
         ctx: RequestContext,
         traffic: Traffic,
+        ended: Ending | None = None,
     ) -> None:
         """Both directions at once, until one ends; then the other leg is closed with the
         code that ended it."""
@@ -271,35 +287,41 @@ class WebSocketRelay:
                 traffic.messages_out += 1
                 ctx.bytes_out += size
 
-        async def idle() -> tuple[str, int, str]:
-            assert spec.idle_timeout is not None
-            while True:
-                wait = last[0] + spec.idle_timeout - time.monotonic()
-                if wait <= 0:
-                    return "idle", GOING_AWAY, "idle timeout"
-                await asyncio.sleep(wait)
-
-        tasks = [asyncio.create_task(inbound()), asyncio.create_task(outbound())]
-        if spec.idle_timeout is not None:
-            tasks.append(asyncio.create_task(idle()))
+        # The two legs are tasks; everything else that can end the connection (idle,
+        # total time, the credential's expiry or revocation) is waited for beside them
+        # by this task, which keeps an idle connection to two tasks of its own.
+        legs = [asyncio.create_task(inbound()), asyncio.create_task(outbound())]
+        waiting: list[asyncio.Future[Any]] = [*legs]
+        if ended is not None:
+            waiting.append(ended.revoked)
+        started = time.monotonic()
+        total = started + spec.max_duration if spec.max_duration else None
+        expiry = started + max(ended.left, 0.0) if ended and ended.left is not None else None
+        outcome: tuple[str, int, str] | None = None
         try:
-            done, _ = await asyncio.wait(
-                tasks, timeout=spec.max_duration, return_when=asyncio.FIRST_COMPLETED
-            )
+            while outcome is None:
+                now = time.monotonic()
+                idle = last[0] + spec.idle_timeout if spec.idle_timeout else None
+                limits = [t for t in (idle, total, expiry) if t is not None]
+                timeout = max(min(limits) - now, 0.0) if limits else None
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                outcome = _ended(done, legs, ended) if done else None
+                now = time.monotonic()
+                if outcome is not None:
+                    break
+                if expiry is not None and now >= expiry:
+                    outcome = ("credential", POLICY, "credential expired")
+                elif total is not None and now >= total:
+                    outcome = ("duration", GOING_AWAY, "connection time limit")
+                elif spec.idle_timeout and now - last[0] >= spec.idle_timeout:
+                    outcome = ("idle", GOING_AWAY, "idle timeout")
         finally:
-            for task in tasks:
+            for task in legs:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if not done:
-            by, code, why = "duration", GOING_AWAY, "connection time limit"
-        else:
-            finished = next(t for t in tasks if t in done)
-            try:
-                by, code, why = finished.result()
-            except Exception as exc:  # a leg broke: the other is told so
-                by = "client" if finished is tasks[0] else "upstream"
-                code, why = INTERNAL, ""
-                log.info("websocket_leg_failed", side=by, error=type(exc).__name__)
+            await asyncio.gather(*legs, return_exceptions=True)
+        by, code, why = outcome
         traffic.close_code, traffic.closed_by = code, by
         if not ws.closed:  # the upstream's own close is answered with its code
             with contextlib.suppress(Exception):
@@ -307,6 +329,23 @@ class WebSocketRelay:
         if by != "client":
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": code, "reason": why})
+
+
+def _ended(
+    done: set[asyncio.Future[Any]],
+    legs: list[asyncio.Task[tuple[str, int, str]]],
+    ending: Ending | None,
+) -> tuple[str, int, str]:
+    """Why the connection ends, from what finished first."""
+    if ending is not None and ending.revoked in done and not any(leg in done for leg in legs):
+        return "credential", POLICY, "credential revoked"
+    finished = next(leg for leg in legs if leg in done)
+    try:
+        return finished.result()
+    except Exception as exc:  # a leg broke: the other is told so
+        side = "client" if finished is legs[0] else "upstream"
+        log.info("websocket_leg_failed", side=side, error=type(exc).__name__)
+        return side, INTERNAL, ""
 
 
 def _subprotocols(scope: Scope) -> tuple[str, ...]:
