@@ -1,6 +1,7 @@
 """Small pieces of a forwarded exchange: the request body as aiohttp should send it,
 headers for a rewritten body, the refusal of a caller the shared pool is not lent to,
-and the warning about an upstream that tries to set the gateway's own cookie."""
+the warning about an upstream that tries to set the gateway's own cookie, and a route's
+rewriting of an answer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import structlog
 from ferryman.auth.identity import Identity
 from ferryman.config.accounts import pool_permission
 from ferryman.errors import Forbidden
+from ferryman.proxy.routing import CompiledRoute
+from ferryman.rewrite.body import BodyRewriter, CachedRewrite, for_response
+from ferryman.rewrite.cache import RewriteCache
+from ferryman.rewrite.headers import rewrite_headers
+from ferryman.types import Headers
 
 log = structlog.get_logger("ferryman.proxy")
 
@@ -73,3 +79,32 @@ class CookieRefusals:
                 cookie_name=cookie.decode("latin-1"),
                 reason="the gateway's own cookie: an upstream may neither set nor clear it",
             )
+
+
+def rewritten(
+    route: CompiledRoute,
+    method: str,
+    status: int,
+    headers: Headers,
+    cache: RewriteCache,
+    resource: str,
+) -> tuple[BodyRewriter | CachedRewrite | None, Headers]:
+    """The route's rewriting of this answer: its headers' URLs made public, and a body
+    rewriter when the route rewrites bodies of this kind (None otherwise)."""
+    if route.urls is None:
+        return None, headers
+    if route.rewrite_headers:
+        headers = rewrite_headers(headers, route.urls)
+    if not route.rewrite_body or method == "HEAD":
+        return None, headers
+    spec = route.spec.rewrite
+    return for_response(
+        route.urls,
+        route.rewrite_body,
+        spec.max_body,
+        status,
+        headers,
+        spec.runtime,
+        cache,
+        resource,
+    )

@@ -31,13 +31,13 @@ from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
 from ferryman.proxy.headers import TrustedProxies, request_headers, response_headers
 from ferryman.proxy.paths import check_query, join_path, strip_segments
-from ferryman.proxy.payloads import CookieRefusals, not_lent, payload, with_length
+from ferryman.proxy.payloads import CookieRefusals, not_lent, payload, rewritten, with_length
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
 from ferryman.proxy.watchdog import Watchdog
-from ferryman.rewrite.body import brotli_error, for_response
-from ferryman.rewrite.headers import rewrite_headers
+from ferryman.rewrite.body import brotli_error
+from ferryman.rewrite.cache import RewriteCache
 from ferryman.types import Receive, Scope, Send
 from ferryman.upstreams.attempt import Attempt
 from ferryman.upstreams.health import failure_of, verdict
@@ -76,6 +76,7 @@ class Forwarder:
         self._trusted = trusted
         self._pools: dict[str, KeyPool] = {}
         self._refused = CookieRefusals()
+        self._rewritten = RewriteCache()
 
     def install_pools(self, pools: dict[str, KeyPool]) -> None:
         """Use these key pools for the upstreams whose credential is `pool`."""
@@ -302,15 +303,9 @@ class Forwarder:
     ) -> None:
         status = response.status
         headers = response_headers(response.raw_headers, ctx.upstream or "", self._refused)
-        rewriter = None
-        if route.urls is not None:
-            if route.rewrite_headers:
-                headers = rewrite_headers(headers, route.urls)
-            if route.rewrite_body and method != "HEAD":
-                spec = route.spec.rewrite
-                rewriter, headers = for_response(
-                    route.urls, route.rewrite_body, spec.max_body, status, headers, spec.runtime
-                )
+        rewriter, headers = rewritten(
+            route, method, status, headers, self._rewritten, response.url.raw_path_qs
+        )
         if route.added_headers:
             replaced = route.replaced_headers
             headers = [h for h in headers if h[0] not in replaced]

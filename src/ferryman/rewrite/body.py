@@ -18,8 +18,10 @@ import importlib
 import importlib.resources
 import re
 import zlib
+from collections.abc import Hashable
 from typing import Any, Protocol
 
+from ferryman.rewrite.cache import RewriteCache, cache_key
 from ferryman.rewrite.rules import Absolute, Rule, rules_for
 from ferryman.rewrite.urls import UrlMap
 from ferryman.types import Headers
@@ -199,7 +201,9 @@ def for_response(
     status: int,
     headers: Headers,
     runtime: bool = False,
-) -> tuple[BodyRewriter | None, Headers]:
+    cache: RewriteCache | None = None,
+    resource: str = "",
+) -> tuple[BodyRewriter | CachedRewrite | None, Headers]:
     """A rewriter for this response if its body is one of `kinds`, not partial, not
     declared larger than `max_body` and in an encoding the gateway can decode; and the
     headers to send with it (framing and validators of the original bytes removed)."""
@@ -229,7 +233,53 @@ def for_response(
         prefix = urls.public_prefix
         inject = f'<script src="{prefix}{RUNTIME_PATH}" data-prefix="{prefix}"></script>'
     rewriter = BodyRewriter(urls, kind, charset, decoder, _absolute(urls), inject)
-    return rewriter, [(n, v) for n, v in headers if n not in _STALE]
+    sent = [(n, v) for n, v in headers if n not in _STALE]
+    etag = cache_key(headers) if cache is not None and status == 200 else None
+    if cache is not None and etag is not None:
+        key = (urls, kind, resource, etag, encoding, charset, inject)
+        return CachedRewrite(rewriter, cache, key, max_body), sent
+    return rewriter, sent
+
+
+class CachedRewrite:
+    """A rewriter whose output is kept by `RewriteCache`; on a hit, the kept bytes go
+    out with the first chunk and the upstream's body is read and dropped."""
+
+    def __init__(
+        self, rewriter: BodyRewriter, cache: RewriteCache, key: Hashable, limit: int
+    ) -> None:
+        self._kept = cache.get(key)
+        self._rewriter = rewriter if self._kept is None else None
+        self._cache, self._key, self._limit = cache, key, limit
+        self._out: list[bytes] | None = [] if self._kept is None else None
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._rewriter is None:
+            kept, self._kept = self._kept or b"", b""
+            return kept
+        out = self._rewriter.feed(chunk)
+        self._keep(out)
+        return out
+
+    def end(self) -> bytes:
+        if self._rewriter is None:
+            kept, self._kept = self._kept or b"", b""
+            return kept
+        out = self._rewriter.end()
+        self._keep(out)
+        if self._out is not None:
+            self._cache.put(self._key, b"".join(self._out))
+        return out
+
+    def _keep(self, out: bytes) -> None:
+        if self._out is None or not out:
+            return
+        self._size += len(out)
+        if self._size > self._limit:
+            self._out = None  # larger than a body the route rewrites: not kept
+        else:
+            self._out.append(out)
 
 
 @functools.cache
