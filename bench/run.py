@@ -208,6 +208,13 @@ SCENARIOS += (
         target=0.6,
         baseline="html_plain",
     ),
+    Scenario(  # the same page without an ETag: rewritten on every request, no cache
+        name="html_rewrite_each",
+        path="/rw/dyn/page.html",
+        route={},  # html_rewrite's route
+        expect="html_rewritten",
+        baseline="html_plain",
+    ),
 )  # fmt: skip
 
 #: Two tiers far above what the load reaches: the cost of checking, never a refusal.
@@ -669,6 +676,11 @@ http {{
         location /site/ {{
             root {ws.path("www")};
             default_type text/html;
+        }}
+        location /dyn/ {{
+            alias {ws.path("www") / "site"}/;
+            default_type text/html;
+            etag off;
         }}
     }}
 }}
