@@ -206,3 +206,15 @@ async def test_through_the_gateway(settings: Settings, app_upstream: str) -> Non
     expected = expected.replace("See /p/docs", f"See {UP}/docs")
     runtime = '<script src="/p/.ferryman/rewrite.js" data-prefix="/p"></script>'
     assert page == expected.replace("<head>", "<head>" + runtime, 1)
+
+
+def test_attributes_in_capitals_or_with_space_around_the_equals_sign() -> None:
+    body = (
+        b'<A HREF="/a">a</A>\n<img src = "/b.png">\n<form action= \'/c\'></form>\n'
+        b'<a href ="/d">d</a> <a href="//cdn.example/x">cdn</a>\n'
+    )
+    out, _ = run(body, "text/html")
+    assert out == (
+        b'<A HREF="/p/a">a</A>\n<img src = "/p/b.png">\n<form action= \'/p/c\'></form>\n'
+        b'<a href ="/p/d">d</a> <a href="//cdn.example/x">cdn</a>\n'
+    )

@@ -37,7 +37,12 @@ _REFRESH_ATTRIBUTE = re.compile(
 #: The attribute's name, just before its `=`.
 _NAME = re.compile(r"""\s([A-Za-z][A-Za-z0-9_-]*)[ \t\r\n]*\Z""")
 _URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "poster", "data", "background"})
-_UPPER_NAMES = ("HREF", "Href", "SRC=", "Src=", "ACTION", "Action", "SRCSET", "Srcset")
+#: What the fast pass does not see: names in capitals, or space around `=`. A batch
+#: holding any of these goes through the slow pass, which looks at every `=`.
+_SLOW_SIGNS = (
+    "HREF", "Href", "SRC=", "Src=", "ACTION", "Action", "SRCSET", "Srcset",
+    '= "/', "= '/", "href =", "src =", "action =",
+)  # fmt: skip
 _SRCSET = re.compile(r"""(?i)(\ssrcset\s*=\s*)(["'])([^"'<>]*)\2""")
 _INTEGRITY = re.compile(r"""(?i)\s+integrity\s*=\s*(["'])[^"'<>]*\1""")
 _CSS_URL = re.compile(r"""(?i)(url\(\s*)(["']?)([^"')\s]*)\2(\s*\))""")
@@ -98,8 +103,8 @@ def _attributes(text: str, urls: UrlMap) -> str:
             return whole
         return whole[: match.start(2) - at] + new + quote
 
-    if any(name in text for name in _UPPER_NAMES):
-        # Attribute names in capitals: every `=` looked at, each name checked.
+    if any(sign in text for sign in _SLOW_SIGNS):
+        # Names in capitals or space around `=`: every `=` looked at, each name checked.
         text = _VALUE.sub(replace, text)
     else:
         for pattern, joiner in _root_paths(urls):
