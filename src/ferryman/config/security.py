@@ -11,6 +11,17 @@ from pydantic import ByteSize, Field, field_validator, model_validator
 from ferryman.config.base import HOST, Model
 
 
+def check_origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Exact origins (`https://app.example.com`) or `*`, for every list of origins."""
+    for origin in value:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+    return value
+
+
 class Cors(Model):
     """Cross-origin requests from browsers; only the listed origins are answered."""
 
@@ -30,13 +41,7 @@ class Cors(Model):
     @field_validator("allow_origins")
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            if origin == "*":
-                continue
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
-        return value
+        return check_origins(value)
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> Cors:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from pydantic import ByteSize, Field, field_validator, model_validator
 
 from ferryman.config.base import Model
+from ferryman.config.security import check_origins
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 
@@ -45,10 +44,4 @@ class WebSocket(Model):
     @field_validator("allow_origins")
     @classmethod
     def _check_origins(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        for origin in value or ():
-            if origin == "*":
-                continue
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
-        return value
+        return None if value is None else check_origins(value)

@@ -138,23 +138,11 @@ class Proxy:
             add: list[tuple[str, str]] = []
             identity: Identity | None = None
             if route.auth != ("none",):
-                policy = self._policies.get(route.name)
-                if policy is None:
-                    # No identity services (not started): nothing can be verified.
-                    raise Unauthorized(
-                        "this route requires a credential", code="missing_credential"
-                    )
-                admitted = await policy.admit(scope["headers"], scope["query_string"])
-                identity = admitted.identity
-                ctx.consumer = identity.user_id
-                ctx.credential = identity.credential_id
-                ctx.session = identity.credential_id if identity.kind == "session" else None
-                drop, add = admitted.drop, admitted.add
-                if admitted.query is not None:
-                    scope["query_string"] = admitted.query  # the pass stays here
-                    if admitted.handle is not None and navigates(scope):
-                        await self._pass_redirect(send, route, policy, admitted, raw)
-                        return
+                policy, admitted = await self._admit(scope, ctx, route)
+                identity, drop, add = admitted.identity, admitted.drop, admitted.add
+                if admitted.handle is not None and navigates(scope):
+                    await self._pass_redirect(send, route, policy, admitted, raw)
+                    return
             llm = route.name in self._llm
             budgets = self._budgets if llm and identity is not None else None
             account = self._account.tiers(identity, llm) if identity is not None else []
@@ -237,19 +225,8 @@ class Proxy:
             add: list[tuple[str, str]] = []
             identity: Identity | None = None
             if route.auth != ("none",):
-                policy = self._policies.get(route.name)
-                if policy is None:
-                    raise Unauthorized(
-                        "this route requires a credential", code="missing_credential"
-                    )
-                admitted = await policy.admit(scope["headers"], scope["query_string"])
-                identity = admitted.identity
-                ctx.consumer = identity.user_id
-                ctx.credential = identity.credential_id
-                ctx.session = identity.credential_id if identity.kind == "session" else None
-                drop, add = admitted.drop, admitted.add
-                if admitted.query is not None:
-                    scope["query_string"] = admitted.query  # the pass stays here
+                _, admitted = await self._admit(scope, ctx, route)
+                identity, drop, add = admitted.identity, admitted.drop, admitted.add
             account = self._account.tiers(identity) if identity is not None else []
             limits = self._limits.get(route.name)
             cap = self._caps.get(route.name)
@@ -284,6 +261,24 @@ class Proxy:
             if ctx.status:  # already accepted: the relay closed it
                 return
             await self._responder.error(denial(scope, send), error, ctx.correlation_id)
+
+    async def _admit(
+        self, scope: Scope, ctx: RequestContext, route: CompiledRoute
+    ) -> tuple[RoutePolicy, Admitted]:
+        """The route's auth, for HTTP and WebSocket alike: who called, noted on the
+        context, and a pass taken out of the query the upstream will see."""
+        policy = self._policies.get(route.name)
+        if policy is None:
+            # No identity services (not started): nothing can be verified.
+            raise Unauthorized("this route requires a credential", code="missing_credential")
+        admitted = await policy.admit(scope["headers"], scope["query_string"])
+        identity = admitted.identity
+        ctx.consumer = identity.user_id
+        ctx.credential = identity.credential_id
+        ctx.session = identity.credential_id if identity.kind == "session" else None
+        if admitted.query is not None:
+            scope["query_string"] = admitted.query  # the pass stays here
+        return policy, admitted
 
     async def _runtime_script(self, send: Send, scope: Scope) -> None:
         """The script that maps a rewritten page's run-time URLs (no credential needed:

@@ -11,15 +11,20 @@ import time
 from collections.abc import AsyncIterator
 
 import structlog
+from yarl import URL
 
 from ferryman.auth.identity import Identity
 from ferryman.config.accounts import pool_permission
 from ferryman.errors import Forbidden
+from ferryman.observability.context import RequestContext
+from ferryman.proxy.headers import TrustedProxies, request_headers
+from ferryman.proxy.paths import check_query, join_path, strip_segments
 from ferryman.proxy.routing import CompiledRoute
+from ferryman.proxy.upstream import UpstreamClient
 from ferryman.rewrite.body import BodyRewriter, CachedRewrite, for_response
 from ferryman.rewrite.cache import RewriteCache
 from ferryman.rewrite.headers import rewrite_headers
-from ferryman.types import Headers
+from ferryman.types import Headers, Scope
 
 log = structlog.get_logger("ferryman.proxy")
 
@@ -108,3 +113,37 @@ def rewritten(
         cache,
         resource,
     )
+
+
+def upstream_request(
+    scope: Scope,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    upstream: UpstreamClient,
+    raw_path: str,
+    extra: list[tuple[str, str]],
+    drop: frozenset[bytes],
+    trusted: TrustedProxies,
+) -> tuple[URL, list[tuple[str, str]], bytes | None]:
+    """Where a routed request goes upstream and with which headers (HTTP and WebSocket
+    alike): the path under the target prefix, the query checked, the upstream's own
+    credential instead of any client copy of its header; and the client's length."""
+    query: bytes = scope["query_string"]
+    if query:
+        check_query(query)
+    path = join_path(route.target_prefix, strip_segments(raw_path, route.strip_segments))
+    peer = scope["client"][0] if scope.get("client") else ""
+    if upstream.credential_header is not None:
+        extra = [*extra, upstream.credential_header]
+        drop = drop | upstream.credential_drop
+    scheme = scope.get("scheme", "http")
+    headers, length = request_headers(
+        scope["headers"],
+        peer=peer,
+        scheme="https" if scheme == "wss" else "http" if scheme == "ws" else scheme,
+        request_id=ctx.correlation_id,
+        trusted=trusted.trusts(peer),
+        extra=extra,
+        drop=drop,
+    )
+    return upstream.url(path, query), headers, length

@@ -29,9 +29,15 @@ from ferryman.metering.reading import Reading, StreamTail
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
 from ferryman.proxy.client import ClientDisconnected, ClientStream, declared_length
-from ferryman.proxy.headers import TrustedProxies, request_headers, response_headers
-from ferryman.proxy.paths import check_query, join_path, strip_segments
-from ferryman.proxy.payloads import CookieRefusals, not_lent, payload, rewritten, with_length
+from ferryman.proxy.headers import TrustedProxies, response_headers
+from ferryman.proxy.payloads import (
+    CookieRefusals,
+    not_lent,
+    payload,
+    rewritten,
+    upstream_request,
+    with_length,
+)
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
@@ -117,23 +123,8 @@ class Forwarder:
             shared = pool.lends_to(identity)
             if not shared and not pool.serves_own(ctx.consumer):
                 raise not_lent(upstream.name, identity)
-        query: bytes = scope["query_string"]
-        if query:
-            check_query(query)
-        path = join_path(route.target_prefix, strip_segments(raw_path, route.strip_segments))
-        url = upstream.url(path, query)
-        peer = scope["client"][0] if scope.get("client") else ""
-        if upstream.credential_header is not None:
-            extra_headers = [*extra_headers, upstream.credential_header]
-            drop = drop | upstream.credential_drop
-        headers, length = request_headers(
-            scope["headers"],
-            peer=peer,
-            scheme=scope.get("scheme", "http"),
-            request_id=ctx.correlation_id,
-            trusted=self._trusted.trusts(peer),
-            extra=extra_headers,
-            drop=drop,
+        url, headers, length = upstream_request(
+            scope, ctx, route, upstream, raw_path, extra_headers, drop, self._trusted
         )
         declared_length(length, route.max_body_size)
         method: str = scope["method"]

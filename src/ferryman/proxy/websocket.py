@@ -27,8 +27,8 @@ from ferryman.config.websocket import WebSocket
 from ferryman.errors import Forbidden, GatewayError, UpstreamError
 from ferryman.observability.context import RequestContext
 from ferryman.observability.metrics import Metrics
-from ferryman.proxy.headers import TrustedProxies, request_headers
-from ferryman.proxy.paths import check_query, join_path, strip_segments
+from ferryman.proxy.headers import TrustedProxies
+from ferryman.proxy.payloads import upstream_request
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
@@ -164,23 +164,10 @@ class WebSocketRelay:
                 "connections cannot use",
                 code="websocket_not_supported",
             )
-        query: bytes = scope["query_string"]
-        if query:
-            check_query(query)
-        path = join_path(route.target_prefix, strip_segments(raw_path, route.strip_segments))
-        url = upstream.url(path, query)
-        peer = scope["client"][0] if scope.get("client") else ""
-        if upstream.credential_header is not None:
-            extra_headers = [*extra_headers, upstream.credential_header]
-            drop = drop | upstream.credential_drop
-        headers, _ = request_headers(
-            scope["headers"],
-            peer=peer,
-            scheme="https" if scope.get("scheme") == "wss" else "http",
-            request_id=ctx.correlation_id,
-            trusted=self._trusted.trusts(peer),
-            extra=extra_headers,
-            drop=drop | _HANDSHAKE if drop else _HANDSHAKE,
+        # The client's handshake headers are its own leg's business (aiohttp makes the
+        # upstream's handshake); the rest goes as for HTTP.
+        url, headers, _ = upstream_request(
+            scope, ctx, route, upstream, raw_path, extra_headers, drop | _HANDSHAKE, self._trusted
         )
         first = await receive()
         if first["type"] != "websocket.connect":
