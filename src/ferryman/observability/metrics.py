@@ -26,91 +26,35 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ferryman.observability.metric_names import (
+    BREAKER_STATE,
+    BREAKER_STATES,
+    BREAKER_TRANSITIONS,
+    BUDGET,
+    DURATION,
+    ERRORS,
+    IN_FLIGHT,
+    JOB_FAILURES,
+    JOB_SUCCESS,
+    KEY_FAILURES,
+    KEY_LABELS,
+    KEY_REQUESTS,
+    KEY_STATE,
+    KEY_STATES,
+    LATENCY_BUCKETS,
+    LIMITER_FALLBACKS,
+    REQUESTS,
+    UPSTREAM,
+    USAGE,
+    WS_BYTES,
+    WS_CLOSED,
+    WS_MESSAGES,
+    WS_OPEN,
+)
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0, 300.0,
-)  # fmt: skip
-
-#: The states an upstream key can be in (`ferryman.upstreams.health.KeyState`), and
-#: `disabled` for a key an operator switched off.
-KEY_STATES = ("healthy", "cooling_down", "out_of_credit", "invalid", "disabled")
-
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-_REQUESTS = ("ferryman_requests", "Requests answered, by route, method and status.")
-_DURATION = (
-    "ferryman_request_duration_seconds",
-    "Time from the request's arrival to the end of its response.",
-)
-_UPSTREAM = (
-    "ferryman_upstream_duration_seconds",
-    "Time from sending the request upstream to the upstream's response headers.",
-)
-_ERRORS = ("ferryman_upstream_errors", "Upstream exchanges that failed, by upstream and reason.")
-_IN_FLIGHT = ("ferryman_requests_in_flight", "Requests being handled now.")
-_KEY_REQUESTS = (
-    "ferryman_upstream_key_requests",
-    "Exchanges made with each upstream key (every attempt counts).",
-)
-_KEY_FAILURES = (
-    "ferryman_upstream_key_failures",
-    "Exchanges that counted against an upstream key, by reason.",
-)
-_KEY_STATE = (
-    "ferryman_upstream_key_state",
-    "1 for the state each upstream key is in, 0 for the others.",
-)
-_JOB_SUCCESS = (
-    "ferryman_job_last_success_timestamp_seconds",
-    "When each background job last succeeded (Unix time).",
-)
-_JOB_FAILURES = ("ferryman_job_failures", "Failed iterations of each background job.")
-_KEY_LABELS = ["upstream", "key_id", "key_name"]
-_USAGE = (
-    "ferryman_usage_records",
-    "Usage records, by outcome: written, dropped (queue full), unpriced (model not in the"
-    " price table).",
-)
-_LIMITER_FALLBACKS = (
-    "ferryman_limiter_fallbacks",
-    "Rate-limit checks counted in-process because Redis failed or was too slow.",
-)
-
-
-_BREAKER_STATE = (
-    "ferryman_redis_breaker_state",
-    "1 for the state the Redis circuit breaker is in (closed, open, half_open), 0 for the"
-    " others; only with FERRYMAN_REDIS_URL.",
-)
-_BREAKER_TRANSITIONS = (
-    "ferryman_redis_breaker_transitions",
-    "Times the Redis circuit breaker moved to each state.",
-)
-#: The Redis breaker's states (`ferryman.store.breaker.STATES`).
-BREAKER_STATES = ("closed", "open", "half_open")
-
-_BUDGET = (
-    "ferryman_budget_events",
-    "Budget events by scope (credential, user) and event: refused (a request turned away"
-    " with the budget spent) or alert_50 / alert_80 / alert_100 (a threshold crossed).",
-)
-_WS_OPEN = ("ferryman_websocket_connections", "WebSocket connections open now, by route.")
-_WS_MESSAGES = (
-    "ferryman_websocket_messages",
-    "Messages relayed over closed WebSocket connections, by route and direction (in: from"
-    " the client).",
-)
-_WS_BYTES = (
-    "ferryman_websocket_bytes",
-    "Payload bytes relayed over closed WebSocket connections, by route and direction.",
-)
-_WS_CLOSED = (
-    "ferryman_websocket_closes",
-    "WebSocket connections ended, by route and what ended them: client, upstream, limit"
-    " (a message too big), idle, duration.",
-)
 
 
 def multiprocess_dir() -> str | None:
@@ -306,59 +250,59 @@ class LocalMetrics(Metrics, Collector):
         self.ws_closed[key] = self.ws_closed.get(key, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"])
+        requests = CounterMetricFamily(*REQUESTS, labels=["route", "method", "status"])
         for (route, method, status), count in sorted(self.requests.items()):
             requests.add_metric([route, method, str(status)], count)
         yield requests
-        durations = HistogramMetricFamily(*_DURATION, labels=["route"])
+        durations = HistogramMetricFamily(*DURATION, labels=["route"])
         for route, histogram in sorted(self.durations.items()):
             durations.add_metric([route], histogram.buckets(), histogram.sum)
         yield durations
-        upstream = HistogramMetricFamily(*_UPSTREAM, labels=["route", "upstream"])
+        upstream = HistogramMetricFamily(*UPSTREAM, labels=["route", "upstream"])
         for (route, name), histogram in sorted(self.upstream_durations.items()):
             upstream.add_metric([route, name], histogram.buckets(), histogram.sum)
         yield upstream
-        errors = CounterMetricFamily(*_ERRORS, labels=["upstream", "reason"])
+        errors = CounterMetricFamily(*ERRORS, labels=["upstream", "reason"])
         for (name, reason), count in sorted(self.errors.items()):
             errors.add_metric([name, reason], count)
         yield errors
-        yield GaugeMetricFamily(*_IN_FLIGHT, value=self.in_flight)
-        key_requests = CounterMetricFamily(*_KEY_REQUESTS, labels=_KEY_LABELS)
+        yield GaugeMetricFamily(*IN_FLIGHT, value=self.in_flight)
+        key_requests = CounterMetricFamily(*KEY_REQUESTS, labels=KEY_LABELS)
         for labels, count in sorted(self.key_requests.items()):
             key_requests.add_metric(list(labels), count)
         yield key_requests
-        key_failures = CounterMetricFamily(*_KEY_FAILURES, labels=[*_KEY_LABELS, "reason"])
+        key_failures = CounterMetricFamily(*KEY_FAILURES, labels=[*KEY_LABELS, "reason"])
         for failure_labels, count in sorted(self.key_failures.items()):
             key_failures.add_metric(list(failure_labels), count)
         yield key_failures
-        key_states = GaugeMetricFamily(*_KEY_STATE, labels=[*_KEY_LABELS, "state"])
+        key_states = GaugeMetricFamily(*KEY_STATE, labels=[*KEY_LABELS, "state"])
         for labels, current in sorted(self.key_states.items()):
             for state in KEY_STATES:
                 key_states.add_metric([*labels, state], 1.0 if state == current else 0.0)
         yield key_states
-        success = GaugeMetricFamily(*_JOB_SUCCESS, labels=["job"])
+        success = GaugeMetricFamily(*JOB_SUCCESS, labels=["job"])
         for job, at in sorted(self.job_success.items()):
             success.add_metric([job], at)
         yield success
-        failures = CounterMetricFamily(*_JOB_FAILURES, labels=["job"])
+        failures = CounterMetricFamily(*JOB_FAILURES, labels=["job"])
         for job, count in sorted(self.job_failures.items()):
             failures.add_metric([job], count)
         yield failures
-        yield CounterMetricFamily(*_LIMITER_FALLBACKS, value=self.limiter_fallbacks)
+        yield CounterMetricFamily(*LIMITER_FALLBACKS, value=self.limiter_fallbacks)
         if self.breaker_state is not None:
-            breaker = GaugeMetricFamily(*_BREAKER_STATE, labels=["state"])
+            breaker = GaugeMetricFamily(*BREAKER_STATE, labels=["state"])
             for state in BREAKER_STATES:
                 breaker.add_metric([state], 1.0 if state == self.breaker_state else 0.0)
             yield breaker
-            moves = CounterMetricFamily(*_BREAKER_TRANSITIONS, labels=["state"])
+            moves = CounterMetricFamily(*BREAKER_TRANSITIONS, labels=["state"])
             for state in BREAKER_STATES:
                 moves.add_metric([state], self.breaker_transitions.get(state, 0))
             yield moves
-        usage = CounterMetricFamily(*_USAGE, labels=["outcome"])
+        usage = CounterMetricFamily(*USAGE, labels=["outcome"])
         for outcome, count in sorted(self.usage.items()):
             usage.add_metric([outcome], count)
         yield usage
-        budget = CounterMetricFamily(*_BUDGET, labels=["scope", "event"])
+        budget = CounterMetricFamily(*BUDGET, labels=["scope", "event"])
         for (scope, event), count in sorted(self.budget.items()):
             budget.add_metric([scope, event], count)
         yield budget
@@ -367,18 +311,18 @@ class LocalMetrics(Metrics, Collector):
     def _websocket_families(self) -> Iterator[Metric]:
         if not self.ws_open:
             return
-        connections = GaugeMetricFamily(*_WS_OPEN, labels=["route"])
+        connections = GaugeMetricFamily(*WS_OPEN, labels=["route"])
         for route, count in sorted(self.ws_open.items()):
             connections.add_metric([route], count)
         yield connections
-        messages = CounterMetricFamily(*_WS_MESSAGES, labels=["route", "direction"])
-        sizes = CounterMetricFamily(*_WS_BYTES, labels=["route", "direction"])
+        messages = CounterMetricFamily(*WS_MESSAGES, labels=["route", "direction"])
+        sizes = CounterMetricFamily(*WS_BYTES, labels=["route", "direction"])
         for (route, way), (count, length) in sorted(self.ws_traffic.items()):
             messages.add_metric([route, way], count)
             sizes.add_metric([route, way], length)
         yield messages
         yield sizes
-        closes = CounterMetricFamily(*_WS_CLOSED, labels=["route", "by"])
+        closes = CounterMetricFamily(*WS_CLOSED, labels=["route", "by"])
         for (route, by), count in sorted(self.ws_closed.items()):
             closes.add_metric([route, by], count)
         yield closes

@@ -19,33 +19,32 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from ferryman.observability.metrics import (
-    _BREAKER_STATE,
-    _BREAKER_TRANSITIONS,
-    _BUDGET,
-    _DURATION,
-    _ERRORS,
-    _IN_FLIGHT,
-    _JOB_FAILURES,
-    _JOB_SUCCESS,
-    _KEY_FAILURES,
-    _KEY_LABELS,
-    _KEY_REQUESTS,
-    _KEY_STATE,
-    _LIMITER_FALLBACKS,
-    _REQUESTS,
-    _UPSTREAM,
-    _USAGE,
-    _WS_BYTES,
-    _WS_CLOSED,
-    _WS_MESSAGES,
-    _WS_OPEN,
+from ferryman.observability.metric_names import (
+    BREAKER_STATE,
     BREAKER_STATES,
+    BREAKER_TRANSITIONS,
+    BUDGET,
+    DURATION,
+    ERRORS,
+    IN_FLIGHT,
+    JOB_FAILURES,
+    JOB_SUCCESS,
+    KEY_FAILURES,
+    KEY_LABELS,
+    KEY_REQUESTS,
+    KEY_STATE,
     KEY_STATES,
     LATENCY_BUCKETS,
-    Metrics,
-    _method_label,
+    LIMITER_FALLBACKS,
+    REQUESTS,
+    UPSTREAM,
+    USAGE,
+    WS_BYTES,
+    WS_CLOSED,
+    WS_MESSAGES,
+    WS_OPEN,
 )
+from ferryman.observability.metrics import Metrics, _method_label
 
 
 class SharedMetrics(Metrics):
@@ -55,32 +54,32 @@ class SharedMetrics(Metrics):
 
     def __init__(self) -> None:
         r = CollectorRegistry()
-        self._requests = Counter(*_REQUESTS, ["route", "method", "status"], registry=r)
-        self._duration = Histogram(*_DURATION, ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self._requests = Counter(*REQUESTS, ["route", "method", "status"], registry=r)
+        self._duration = Histogram(*DURATION, ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self._upstream = Histogram(
-            *_UPSTREAM, ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r
+            *UPSTREAM, ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self._errors = Counter(*_ERRORS, ["upstream", "reason"], registry=r)
-        self._in_flight = Gauge(*_IN_FLIGHT, registry=r, multiprocess_mode="livesum")
-        self._key_requests = Counter(*_KEY_REQUESTS, _KEY_LABELS, registry=r)
-        self._key_failures = Counter(*_KEY_FAILURES, [*_KEY_LABELS, "reason"], registry=r)
+        self._errors = Counter(*ERRORS, ["upstream", "reason"], registry=r)
+        self._in_flight = Gauge(*IN_FLIGHT, registry=r, multiprocess_mode="livesum")
+        self._key_requests = Counter(*KEY_REQUESTS, KEY_LABELS, registry=r)
+        self._key_failures = Counter(*KEY_FAILURES, [*KEY_LABELS, "reason"], registry=r)
         self._key_state = Gauge(
-            *_KEY_STATE, [*_KEY_LABELS, "state"], registry=r, multiprocess_mode="mostrecent"
+            *KEY_STATE, [*KEY_LABELS, "state"], registry=r, multiprocess_mode="mostrecent"
         )
-        self._job_success = Gauge(*_JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
-        self._job_failures = Counter(*_JOB_FAILURES, ["job"], registry=r)
-        self._limiter_fallbacks = Counter(*_LIMITER_FALLBACKS, registry=r)
+        self._job_success = Gauge(*JOB_SUCCESS, ["job"], registry=r, multiprocess_mode="max")
+        self._job_failures = Counter(*JOB_FAILURES, ["job"], registry=r)
+        self._limiter_fallbacks = Counter(*LIMITER_FALLBACKS, registry=r)
         # Each worker has a breaker of its own: one series per live worker (`pid`).
         self._breaker_state = Gauge(
-            *_BREAKER_STATE, ["state"], registry=r, multiprocess_mode="liveall"
+            *BREAKER_STATE, ["state"], registry=r, multiprocess_mode="liveall"
         )
-        self._breaker_transitions = Counter(*_BREAKER_TRANSITIONS, ["state"], registry=r)
-        self._usage = Counter(*_USAGE, ["outcome"], registry=r)
-        self._budget = Counter(*_BUDGET, ["scope", "event"], registry=r)
-        self._ws_open = Gauge(*_WS_OPEN, ["route"], registry=r, multiprocess_mode="livesum")
-        self._ws_messages = Counter(*_WS_MESSAGES, ["route", "direction"], registry=r)
-        self._ws_bytes = Counter(*_WS_BYTES, ["route", "direction"], registry=r)
-        self._ws_closed = Counter(*_WS_CLOSED, ["route", "by"], registry=r)
+        self._breaker_transitions = Counter(*BREAKER_TRANSITIONS, ["state"], registry=r)
+        self._usage = Counter(*USAGE, ["outcome"], registry=r)
+        self._budget = Counter(*BUDGET, ["scope", "event"], registry=r)
+        self._ws_open = Gauge(*WS_OPEN, ["route"], registry=r, multiprocess_mode="livesum")
+        self._ws_messages = Counter(*WS_MESSAGES, ["route", "direction"], registry=r)
+        self._ws_bytes = Counter(*WS_BYTES, ["route", "direction"], registry=r)
+        self._ws_closed = Counter(*WS_CLOSED, ["route", "by"], registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
