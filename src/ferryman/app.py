@@ -18,7 +18,6 @@ from ferryman.config.gateway import Gateway
 from ferryman.config.loading import load_gateway, load_settings
 from ferryman.config.secrets import Secrets, ensure_secrets
 from ferryman.config.settings import Settings
-from ferryman.config.upstreams import PoolCredential
 from ferryman.errors import ConfigError, FerrymanError
 from ferryman.limits.alerts import Alerts
 from ferryman.limits.backends import RedisBackend
@@ -48,6 +47,7 @@ from ferryman.store.redis import claim, connect_redis
 from ferryman.store.redis import ping as redis_ping
 from ferryman.tasks import Leader, Periodic
 from ferryman.types import ASGIApp, Receive, Scope, Send
+from ferryman.upstreams.breaker_fleet import FleetBreakers, install_breakers
 from ferryman.upstreams.crypto import MasterKeys
 from ferryman.upstreams.keyring import Keyring
 from ferryman.upstreams.monitor import pool_jobs
@@ -87,6 +87,7 @@ class Ferryman:
         """Where rate limits are counted, `limiter.backend` with `auto` decided."""
         self.auth: Auth | None = None
         self.keyring: Keyring | None = None
+        self.fleet_breakers: FleetBreakers | None = None
         self.usage: UsageWriter | None = None
         self.budgets: Budgets | None = None
         self.alerts: Alerts | None = None
@@ -118,6 +119,7 @@ class Ferryman:
                 "redis", lambda: redis_ping(redis), info=lambda: {"breaker": breaker.report()}
             )
         await self._start_identity(self.database)
+        await self._start_breakers()
         for upstream in self.upstreams.values():
             await upstream.start()
         self.watchdog.start()
@@ -285,28 +287,17 @@ class Ferryman:
 
         return turn
 
-    def build_management(self) -> ASGIApp:
-        """The management API, built by the mount on its first request (after startup)."""
-        from ferryman.api.app import create_management_app
-        from ferryman.api.limits import ApiLimits
-        from ferryman.api.openapi import ApiFacts
-
-        jwt_tokens.load()  # the API signs in with JWTs
-
-        settings, gateway = self.settings, self.gateway
-        pooled = (
-            n for n, s in gateway.upstreams.items() if isinstance(s.credential, PoolCredential)
-        )
-        facts = ApiFacts(
-            pass_durations=settings.access_pass_durations, pooled_upstreams=tuple(pooled)
-        )
-        management = create_management_app(settings.docs_enabled, facts)
-        management.state.api_limits = ApiLimits(settings, self.limits)
-        management.state.auth = self.auth
-        management.state.upstream_keys = self.upstream_keys
-        if settings.docs_enabled:
-            management.openapi()  # see api/openapi.py: built once, here, not per request
-        return management
+    async def _start_breakers(self) -> None:
+        breakers = install_breakers(self.upstreams, self.clock, self.metrics)
+        if not breakers:
+            return
+        fleet = self.fleet_breakers = FleetBreakers(breakers)
+        self.readiness.add("upstreams", fleet.checked)
+        if self.redis is not None and self.breaker is not None:
+            try:
+                await fleet.connect(self.redis, self.settings.redis_prefix, self.breaker)
+            except Exception as exc:
+                log.warning("upstream_breakers_not_shared", error=str(exc))
 
     async def _jobs_report(self) -> dict[str, Any]:
         return {"jobs": {task.name: task.status() for task in self.tasks}}
@@ -329,6 +320,8 @@ class Ferryman:
             self.alerts = None
         if self.keyring is not None:
             await self.keyring.close()
+        if self.fleet_breakers is not None:
+            await self.fleet_breakers.close()
         if self.auth is not None:
             await self.auth.invalidations.close()
         await self.watchdog.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ferryman.api.build import build_management
 from ferryman.api.mount import ManagementMount
 from ferryman.guards.cors import Cors, CorsPolicy
 from ferryman.guards.trusted_host import TrustedHost
@@ -19,7 +20,7 @@ def build_stack(app: Ferryman) -> Observe:
     """The request path, outermost first: observe → trusted host → health/metrics →
     CORS (the management API's) → management API → proxy (routes' own CORS inside)."""
     security = app.gateway.security
-    mount = ManagementMount(app.proxy, app.build_management, app.responder)
+    mount = ManagementMount(app.proxy, lambda: build_management(app), app.responder)
     app.mount = mount
     stack: ASGIApp = mount
     if security.cors is not None:

@@ -99,6 +99,9 @@ class Route(Model):
     """Usage records: `http` (the default: one per request: who, status, timings,
     bytes), `llm` (also the model, tokens and cost of OpenAI-compatible JSON and SSE
     answers), or `none` (no record)."""
+    retry: bool = False
+    """Let the upstream's `retries` repeat this route's non-idempotent requests too (say,
+    a POST the upstream deduplicates)."""
     rewrite: Rewrite = Rewrite()
     """Map the upstream's own URLs in response headers (and, if asked, bodies) into the
     route's public prefix, for web apps served under a prefix."""

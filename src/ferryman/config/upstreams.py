@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import ByteSize, Field, field_validator
 
 from ferryman.config.base import Model, header_name, normalise_prefix
+from ferryman.config.resilience import Breaker, Retries
 
 Provider = Literal["generic", "openai", "openrouter"]
 KeyStrategy = Literal["round_robin", "least_used", "weighted", "random"]
@@ -147,6 +148,20 @@ class Upstream(Model):
     pool: Pool = Pool()
     tls_verify: bool = True
     """Verify the upstream's TLS certificate (turn off only on a private network)."""
+    breaker: Breaker | None = None
+    """A circuit breaker in front of the upstream (`true` for the defaults)."""
+    retries: Retries = Retries()
+    """Retries of failed requests (none by default). Pooled upstreams fail over between
+    keys instead (`credential.max_attempts`)."""
+
+    @field_validator("breaker", mode="before")
+    @classmethod
+    def _breaker_shorthand(cls, value: object) -> object:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
 
     @field_validator("url")
     @classmethod

@@ -86,3 +86,16 @@ WS_CLOSED = (
     "WebSocket connections ended, by route and what ended them: client, upstream, limit"
     " (a message too big), idle, duration.",
 )
+UPSTREAM_BREAKER_STATE = (
+    "ferryman_upstream_breaker_state",
+    "1 for the state each upstream's circuit breaker is in (closed, open, half_open), 0"
+    " for the others; only upstreams with a breaker.",
+)
+UPSTREAM_BREAKER_TRANSITIONS = (
+    "ferryman_upstream_breaker_transitions",
+    "Times each upstream's circuit breaker moved to each state.",
+)
+UPSTREAM_BREAKER_REFUSED = (
+    "ferryman_upstream_breaker_refusals",
+    "Requests refused with 503 because the upstream's circuit breaker was open.",
+)

@@ -45,6 +45,9 @@ from ferryman.observability.metric_names import (
     LIMITER_FALLBACKS,
     REQUESTS,
     UPSTREAM,
+    UPSTREAM_BREAKER_REFUSED,
+    UPSTREAM_BREAKER_STATE,
+    UPSTREAM_BREAKER_TRANSITIONS,
     USAGE,
     WS_BYTES,
     WS_CLOSED,
@@ -113,6 +116,14 @@ class Metrics:
     def budget_event(self, scope: str, event: str) -> None:
         raise NotImplementedError
 
+    def upstream_breaker(self, upstream: str, state: str, transition: bool = True) -> None:
+        """The upstream's breaker is in `state` (moved there, unless `transition` is
+        False)."""
+        raise NotImplementedError
+
+    def upstream_breaker_refused(self, upstream: str) -> None:
+        raise NotImplementedError
+
     def websocket_opened(self, route: str) -> None:
         raise NotImplementedError
 
@@ -170,6 +181,9 @@ class LocalMetrics(Metrics, Collector):
         self.usage: dict[str, int] = {}
         self.budget: dict[tuple[str, str], int] = {}
         self.ws_open: dict[str, int] = {}
+        self.upstream_breakers: dict[str, str] = {}
+        self.upstream_moves: dict[tuple[str, str], int] = {}
+        self.upstream_refused: dict[str, int] = {}
         self.ws_traffic: dict[tuple[str, str], list[int]] = {}  # (route, way): [msgs, bytes]
         self.ws_closed: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
@@ -234,6 +248,15 @@ class LocalMetrics(Metrics, Collector):
     def budget_event(self, scope: str, event: str) -> None:
         key = (scope, event)
         self.budget[key] = self.budget.get(key, 0) + 1
+
+    def upstream_breaker(self, upstream: str, state: str, transition: bool = True) -> None:
+        self.upstream_breakers[upstream] = state
+        if transition:
+            key = (upstream, state)
+            self.upstream_moves[key] = self.upstream_moves.get(key, 0) + 1
+
+    def upstream_breaker_refused(self, upstream: str) -> None:
+        self.upstream_refused[upstream] = self.upstream_refused.get(upstream, 0) + 1
 
     def websocket_opened(self, route: str) -> None:
         self.ws_open[route] = self.ws_open.get(route, 0) + 1
@@ -307,6 +330,22 @@ class LocalMetrics(Metrics, Collector):
             budget.add_metric([scope, event], count)
         yield budget
         yield from self._websocket_families()
+        yield from self._upstream_breaker_families()
+
+    def _upstream_breaker_families(self) -> Iterator[Metric]:
+        if not self.upstream_breakers:
+            return
+        states = GaugeMetricFamily(*UPSTREAM_BREAKER_STATE, labels=["upstream", "state"])
+        moves = CounterMetricFamily(*UPSTREAM_BREAKER_TRANSITIONS, labels=["upstream", "state"])
+        refused = CounterMetricFamily(*UPSTREAM_BREAKER_REFUSED, labels=["upstream"])
+        for upstream, current in sorted(self.upstream_breakers.items()):
+            for state in BREAKER_STATES:
+                states.add_metric([upstream, state], 1.0 if state == current else 0.0)
+                moves.add_metric([upstream, state], self.upstream_moves.get((upstream, state), 0))
+            refused.add_metric([upstream], self.upstream_refused.get(upstream, 0))
+        yield states
+        yield moves
+        yield refused
 
     def _websocket_families(self) -> Iterator[Metric]:
         if not self.ws_open:

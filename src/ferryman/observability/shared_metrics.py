@@ -38,6 +38,9 @@ from ferryman.observability.metric_names import (
     LIMITER_FALLBACKS,
     REQUESTS,
     UPSTREAM,
+    UPSTREAM_BREAKER_REFUSED,
+    UPSTREAM_BREAKER_STATE,
+    UPSTREAM_BREAKER_TRANSITIONS,
     USAGE,
     WS_BYTES,
     WS_CLOSED,
@@ -80,6 +83,13 @@ class SharedMetrics(Metrics):
         self._ws_messages = Counter(*WS_MESSAGES, ["route", "direction"], registry=r)
         self._ws_bytes = Counter(*WS_BYTES, ["route", "direction"], registry=r)
         self._ws_closed = Counter(*WS_CLOSED, ["route", "by"], registry=r)
+        self._upstream_breaker = Gauge(
+            *UPSTREAM_BREAKER_STATE, ["upstream", "state"], registry=r, multiprocess_mode="liveall"
+        )
+        self._upstream_moves = Counter(
+            *UPSTREAM_BREAKER_TRANSITIONS, ["upstream", "state"], registry=r
+        )
+        self._upstream_refused = Counter(*UPSTREAM_BREAKER_REFUSED, ["upstream"], registry=r)
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -129,6 +139,15 @@ class SharedMetrics(Metrics):
 
     def budget_event(self, scope: str, event: str) -> None:
         self._budget.labels(scope, event).inc()
+
+    def upstream_breaker(self, upstream: str, state: str, transition: bool = True) -> None:
+        for known in BREAKER_STATES:
+            self._upstream_breaker.labels(upstream, known).set(1.0 if known == state else 0.0)
+        if transition:
+            self._upstream_moves.labels(upstream, state).inc()
+
+    def upstream_breaker_refused(self, upstream: str) -> None:
+        self._upstream_refused.labels(upstream).inc()
 
     def websocket_opened(self, route: str) -> None:
         self._ws_open.labels(route).inc()

@@ -38,6 +38,7 @@ from ferryman.proxy.payloads import (
     upstream_request,
     with_length,
 )
+from ferryman.proxy.retries import retrying
 from ferryman.proxy.routing import CompiledRoute
 from ferryman.proxy.upstream import UpstreamClient
 from ferryman.proxy.upstream_errors import reason, translate
@@ -127,10 +128,14 @@ class Forwarder:
             scope, ctx, route, upstream, raw_path, extra_headers, drop, self._trusted
         )
         declared_length(length, route.max_body_size)
+        breaker = upstream.breaker
+        # Refused before the body is read: an open breaker costs the client nothing.
+        ticket = (breaker.gen if breaker.closed else await breaker.enter()) if breaker else 0
         method: str = scope["method"]
         client = ClientStream(receive, ctx, route.body, self._watchdog)
         response: aiohttp.ClientResponse | None = None
         attempt: Attempt | None = None
+        verdict_given = False
         try:
             try:
                 data = await client.first()
@@ -152,17 +157,28 @@ class Forwarder:
                 else:
                     reading = Reading(data)  # its model is read later, off the hot path
                 ctx.reading = reading
-            if pool is None:
-                response = await self._exchange(upstream, method, url, headers, data, client, ctx)
-            else:
-                attempt = Attempt(pool, ctx, self._metrics, shared)
-                response = await self._with_pool(
-                    attempt, upstream, method, url, headers, data, client, ctx
-                )
+            try:
+                if pool is None:
+                    response = await retrying(
+                        self._exchange, upstream, route, method, url, headers, data, client, ctx
+                    )
+                else:
+                    attempt = Attempt(pool, ctx, self._metrics, shared)
+                    response = await self._with_pool(
+                        attempt, upstream, method, url, headers, data, client, ctx
+                    )
+            except UpstreamError as error:
+                if breaker is not None:
+                    verdict_given = breaker.failed(ticket, reason(error))
+                raise
+            if breaker is not None:
+                verdict_given = breaker.answered(ticket, response.status)
             await self._relay(response, send, ctx, method, route, reading)
         except StreamAborted:
             if attempt is not None:
                 attempt.broke_off()
+            if breaker is not None:
+                breaker.failed(ticket, "broke off")
             raise
         except ClientDisconnected:
             # It left while its body was being sent upstream (an abandoned upload, or a
@@ -186,6 +202,8 @@ class Forwarder:
             client.close()
             if attempt is not None:
                 attempt.done()
+            if breaker is not None and not verdict_given:
+                breaker.abandoned(ticket)
             if response is not None:
                 if ctx.response_done:
                     response.release()

@@ -12,6 +12,7 @@ from yarl import URL
 
 from ferryman.config.upstreams import BasicCredential, FixedCredential, Upstream
 from ferryman.errors import ConfigError
+from ferryman.upstreams.breaker import UpstreamBreaker
 
 #: aiohttp adds these unless told not to; a proxy must send only what the client sent.
 _SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
@@ -41,6 +42,8 @@ class UpstreamClient:
         #: The credential header's name as clients' headers arrive (lower case): a
         #: client's own copy is never forwarded beside the gateway's.
         self.credential_drop: frozenset[bytes] = frozenset()
+        self.breaker: UpstreamBreaker | None = None
+        """The upstream's circuit breaker, when it has one (set by `install_breakers`)."""
         self._session: aiohttp.ClientSession | None = None
         self._ws_session: aiohttp.ClientSession | None = None
 

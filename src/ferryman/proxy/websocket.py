@@ -173,6 +173,8 @@ class WebSocketRelay:
         if first["type"] != "websocket.connect":
             ctx.client_gone = True
             return
+        breaker = upstream.breaker
+        ticket = (breaker.gen if breaker.closed else await breaker.enter()) if breaker else 0
         ctx.upstream_sent = time.perf_counter()
         try:
             # The handshake is an answer like any other: the upstream's read timeout.
@@ -188,11 +190,21 @@ class WebSocketRelay:
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
                 )
         except aiohttp.WSServerHandshakeError as exc:
+            if breaker is not None:
+                breaker.answered(ticket, exc.status)
             raise _refused(upstream.name, exc.status) from None
         except Exception as exc:
             error = translate(exc, upstream.name)
             self._metrics.upstream_error(upstream.name, reason(error))
+            if breaker is not None:
+                breaker.failed(ticket, reason(error))
             raise error from None
+        except BaseException:
+            if breaker is not None:
+                breaker.abandoned(ticket)
+            raise
+        if breaker is not None:
+            breaker.succeeded(ticket)
         ctx.upstream_headers = time.perf_counter()
         traffic = Traffic()
         self._metrics.websocket_opened(route.name)
