@@ -56,6 +56,8 @@ from ferryman.upstreams.service import UpstreamKeys
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from ferryman.relay.mount import RelayMount
+
 log = structlog.get_logger("ferryman")
 
 
@@ -100,6 +102,7 @@ class Ferryman:
         self.limits = Limits(gateway.limiter, self.clock, self.metrics)
         self.proxy.install_limits(self.limits)
         self.mount: ManagementMount | None = None
+        self.relay_mount: RelayMount | None = None
         self.observe = build_stack(self)
         self._stack: ASGIApp = self.observe
 
@@ -126,6 +129,12 @@ class Ferryman:
         await self._start_key_pool(self.database)
         self._start_limits()
         self._start_metering(self.database)
+        if self.relay_mount is not None:
+            from ferryman.relay.mount import start_relays
+
+            for job in start_relays(self, self.relay_mount):
+                job.start()
+                self.tasks.append(job)
         self.readiness.add("jobs", self._jobs_report)
         # Everything built so far lives as long as the process. Moving it out of the
         # collector's reach keeps a full collection from walking ~100k objects (tens of

@@ -18,9 +18,15 @@ if TYPE_CHECKING:
 
 def build_stack(app: Ferryman) -> Observe:
     """The request path, outermost first: observe → trusted host → health/metrics →
-    CORS (the management API's) → management API → proxy (routes' own CORS inside)."""
+    CORS (the management API's) → management API → chat relays → proxy (routes' own
+    CORS inside)."""
     security = app.gateway.security
-    mount = ManagementMount(app.proxy, lambda: build_management(app), app.responder)
+    inner: ASGIApp = app.proxy
+    if app.gateway.relays:
+        from ferryman.relay.mount import RelayMount
+
+        inner = app.relay_mount = RelayMount(app.proxy)
+    mount = ManagementMount(inner, lambda: build_management(app), app.responder)
     app.mount = mount
     stack: ASGIApp = mount
     if security.cors is not None:

@@ -13,6 +13,7 @@ from pydantic import field_validator, model_validator
 from ferryman.config.accounts import Accounts, pool_permission
 from ferryman.config.base import NAME, Model
 from ferryman.config.limits import Budgets, Limiter
+from ferryman.config.relay import Relay
 from ferryman.config.routes import Route
 from ferryman.config.security import Security
 from ferryman.config.upstreams import PoolCredential, Upstream
@@ -27,6 +28,8 @@ class Gateway(Model):
     limiter: Limiter = Limiter()
     budgets: Budgets = Budgets()
     accounts: Accounts = Accounts()
+    relays: tuple[Relay, ...] = ()
+    """Chat widget relays (`config.relay`)."""
 
     @field_validator("upstreams")
     @classmethod
@@ -62,9 +65,30 @@ class Gateway(Model):
                     f"routes[{seen_matches[match]}]"
                 )
             seen_matches.setdefault(match, index)
+        problems.extend(self._relay_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _relay_problems(self) -> list[str]:
+        problems = []
+        seen: dict[str, int] = {}
+        for index, relay in enumerate(self.relays):
+            upstream = self.upstreams.get(relay.upstream)
+            if upstream is None:
+                problems.append(f"relays[{index}].upstream: unknown upstream {relay.upstream!r}")
+            elif isinstance(upstream.credential, PoolCredential):
+                problems.append(
+                    f"relays[{index}].upstream: {relay.upstream!r} takes keys from a pool; "
+                    "a workflow's webhook takes a fixed credential or none"
+                )
+            for key, what in ((relay.prefix, "prefix"), (relay.name, "name")):
+                if key in seen:
+                    problems.append(
+                        f"relays[{index}].{what}: {key!r} is already used by relays[{seen[key]}]"
+                    )
+                seen.setdefault(key, index)
+        return problems
 
     def registration_open(self, override: bool | None) -> bool:
         """Is self-service registration open? `FERRYMAN_REGISTRATION_ENABLED` (the

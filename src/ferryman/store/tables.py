@@ -295,3 +295,40 @@ budget_alerts = Table(
         "scope", "subject_id", "window_start", "budget", "threshold", name="pk_budget_alerts"
     ),
 )
+
+#: Anonymous chat widget sessions (`relay/`), bound to the page origin that made them;
+#: the cookie's token is kept only as its keyed hash.
+relay_sessions = Table(
+    "relay_sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("relay", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("origin", String(300), nullable=False),
+    Column("page_url", String(2000), nullable=True),
+    Column("client_ip", String(64), nullable=True),
+    Column("user_agent", String(300), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index("ix_relay_sessions_expires_at", "expires_at"),
+)
+
+#: A widget session's messages, both ways; `id` is time-ordered (written in batches,
+#: read back in order).
+relay_messages = Table(
+    "relay_messages",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column(
+        "session_id",
+        String(36),
+        ForeignKey("relay_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_relay_messages_session_id_id", "session_id", "id"),
+)
