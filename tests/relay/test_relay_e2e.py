@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
@@ -307,4 +306,23 @@ def test_check_config_names_a_missing_variable(tmp_path: Path) -> None:
     assert "N8N_WEBHOOK_URL" in out.stdout + out.stderr
 
 
-_ = aiohttp  # the client type in helpers
+async def test_the_shipped_example_runs_as_shipped(tmp_path: Path, n8n: FakeN8n) -> None:
+    example = Path(__file__).parents[2] / "examples" / "chat-relay.yaml"
+    env = relay_env(n8n)
+    gw = GatewayProcess(tmp_path, None, env, args=["--config", str(example)])
+    await gw.start()
+    n8n.mode = "ndjson"
+    try:
+        async with client_session() as http:
+            session_id, token, r = await create_session(http, gw.url)
+            assert "chat_session_id=" in r.headers["Set-Cookie"]
+            sse = await send_message(http, gw.url, token, "Hello")
+            async with http.post(
+                f"{gw.url}/api/v1/session/create", json={}, headers={"Origin": EVIL}
+            ) as refused:
+                assert refused.status == 403
+    finally:
+        await gw.stop()
+    assert sse.text == "Hello, world!" and sse.kinds[-1] == "done"
+    claims = jwt.decode(n8n.requests[0].headers["Authorization"][7:], SECRET, algorithms=["HS256"])
+    assert claims["sub"] == session_id

@@ -2,6 +2,7 @@
 
     POST {prefix}/session/create              {origin_domain, page_url} → {session_id, expires_at}
     GET  {prefix}/session/validate            → {valid, session_id, origin_domain}
+    DELETE {prefix}/session                   ends the session (the widget's "log out")
     POST {prefix}/chat/message                {message, page_url} → SSE (`relay.chat`)
     POST {prefix}/chat/stream                 the same
     GET  {prefix}/chat/history/{session_id}   ?after=<message id>&limit=N → the messages
@@ -93,6 +94,7 @@ class ChatRelay:
         self.paths = {
             spec.path("/session/create"): ("POST", self.create),
             spec.path("/session/validate"): ("GET", self.validate),
+            spec.path("/session"): ("DELETE", self.end),
             spec.path("/chat/message"): ("POST", self.message),
             spec.path("/chat/stream"): ("POST", self.message),
         }
@@ -180,6 +182,22 @@ class ChatRelay:
             "expires_at": _iso(session),
         }
         await self.responder.json(send, 200, body, headers=headers)
+
+    async def end(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        origin: str,
+        headers: http.Headers,
+    ) -> None:
+        session = await self._session(scope, origin)
+        assert session is not None
+        ctx.session = session.id
+        await self.sessions.revoke(session)
+        headers.append(http.set_cookie(self.spec, "", 0))
+        await self.responder.send(send, 204, b"", content_type=b"", headers=headers)
 
     async def _session(
         self, scope: Scope, origin: str, *, required: bool = True

@@ -55,7 +55,7 @@ def preflight(scope: Scope, origin: str) -> Headers:
     allowed = ", ".join(n for n in names if n in _PREFLIGHT_HEADERS) or "content-type"
     return [
         *cors(origin),
-        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
         (b"access-control-allow-headers", allowed.encode()),
         (b"access-control-max-age", b"600"),
     ]
