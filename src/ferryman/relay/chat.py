@@ -86,7 +86,6 @@ class ChatCall:
         await send(
             {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
         )
-        ctx.response_done = False
         begin = {"type": "begin", "session_id": session.id}
         if asked is not None:
             begin["message_id"] = asked.id
@@ -108,8 +107,9 @@ class ChatCall:
             breaker = self.upstream.breaker
             if breaker is not None and not answer.verdict:
                 breaker.abandoned(ticket)
-            if history is not None and (answer.text or answer.error is None):
-                complete = answer.error is None and not ctx.client_gone
+            complete = answer.error is None and not ctx.client_gone
+            if history is not None and (answer.text or complete):
+                # An answer cut short is kept as far as it came, marked incomplete.
                 history.add(session.id, "assistant", "".join(answer.text), complete)
 
     async def _stream(
