@@ -36,8 +36,8 @@ _IDEMPOTENT = frozenset(IDEMPOTENT)
 
 async def retrying(
     exchange: Exchange,
-    upstream: UpstreamClient,
     route: CompiledRoute,
+    upstream: UpstreamClient,
     method: str,
     url: object,
     headers: list[tuple[str, str]],

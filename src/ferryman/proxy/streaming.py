@@ -158,10 +158,11 @@ class Forwarder:
                     reading = Reading(data)  # its model is read later, off the hot path
                 ctx.reading = reading
             try:
-                if pool is None:
-                    response = await retrying(
-                        self._exchange, upstream, route, method, url, headers, data, client, ctx
-                    )
+                args = (upstream, method, url, headers, data, client, ctx)
+                if pool is None and upstream.spec.retries.attempts:
+                    response = await retrying(self._exchange, route, *args)
+                elif pool is None:
+                    response = await self._exchange(*args)
                 else:
                     attempt = Attempt(pool, ctx, self._metrics, shared)
                     response = await self._with_pool(
