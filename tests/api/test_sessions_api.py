@@ -216,3 +216,40 @@ async def test_sessions_end_after_inactivity_and_at_their_maximum_age(
         records = await rows(gw, sessions_table)
         seen = sorted(r["last_seen_at"] for r in records)
         assert seen[-1] - seen[0] == timedelta(minutes=40)
+
+
+async def test_a_password_change_ends_the_other_sessions_and_checks_both_passwords(
+    api: tuple[Running, Client],
+) -> None:
+    _, client = api
+    await client.register("alice")
+    cookie, csrf, _ = await client.session("alice")
+    other, _, _ = await client.session("alice")
+    new = "a whole new passphrase"
+    path = "/users/me/password"
+
+    reply = await client.send(
+        "POST", path, cookie=cookie, json={"current_password": PASSWORD, "new_password": new}
+    )
+    assert_error(reply, 403, "csrf_failed")  # a state change: CSRF as any other
+    wrong = {"current_password": "not it at all", "new_password": new}
+    assert_error(await client.send("POST", path, cookie=cookie, csrf=csrf, json=wrong),
+                 403, "wrong_password")  # fmt: skip
+    weak = {"current_password": PASSWORD, "new_password": "short"}
+    assert_error(await client.send("POST", path, cookie=cookie, csrf=csrf, json=weak),
+                 400, "weak_password")  # fmt: skip
+    assert (await client.send("GET", "/users/me", cookie=other)).status == 200
+
+    good = {"current_password": PASSWORD, "new_password": new}
+    reply = await client.send("POST", path, cookie=cookie, csrf=csrf, json=good)
+    assert reply.status == 204, reply.text
+    assert (await client.send("GET", "/users/me", cookie=cookie)).status == 200  # this one stays
+    assert_error(await client.send("GET", "/users/me", cookie=other), 401, "revoked_credential")
+    old_login = await client.send(
+        "POST", "/auth/login", json={"username": "alice", "password": PASSWORD}
+    )
+    assert_error(old_login, 401, "invalid_login")
+    new_login = await client.send(
+        "POST", "/auth/login", json={"username": "alice", "password": new}
+    )
+    assert new_login.status == 200

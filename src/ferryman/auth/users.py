@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ferryman.errors import BadRequest, Unauthorized
+from ferryman.errors import BadRequest, Forbidden, Unauthorized
+from ferryman.store import sessions as session_rows
 from ferryman.store import users as rows
 from ferryman.store.users import User
 
@@ -123,6 +124,36 @@ class Users:
         if not user.is_active:
             raise Unauthorized("the account is disabled", code="account_disabled")
         return user
+
+    async def change_password(
+        self, user: User, current: str, new: str, *, keep_session: str | None = None
+    ) -> int:
+        """Set a new password after checking the current one (403 `wrong_password`: the
+        caller is logged in but did not prove the password; throttled like logins); every session of the account but `keep_session` (the one
+        making the change) ends. Returns how many sessions ended."""
+        auth = self._auth
+        account = "account:" + user.id
+        await auth.throttle.check(account)
+        attempt = await auth.throttle.reserve(account)
+        if not await auth.passwords.verify(user.password_hash, current):
+            log.info("password_change_refused", user_id=user.id)
+            raise Forbidden("the current password is wrong", code="wrong_password")
+        await auth.throttle.succeeded(attempt, clear=(account,), undo=())
+        problems = auth.policy.problems(new)
+        if problems:
+            raise BadRequest("the password " + "; ".join(problems), code="weak_password")
+        password_hash = await auth.passwords.hash(new)
+        now = auth.clock.now()
+        await rows.change(auth.db, user.id, now, password_hash=password_hash)
+        ended = 0
+        for session in await session_rows.for_user(auth.db, user.id):
+            if session.id != keep_session and session.revoked_at is None:
+                await session_rows.revoke(auth.db, session.id, now)
+                await auth.invalidations.credential(session.id)
+                ended += 1
+        await auth.invalidations.user(user.id)
+        log.info("password_changed", user_id=user.id, sessions_ended=ended)
+        return ended
 
     async def set_active(self, user_id: str, active: bool) -> User | None:
         user = await rows.change(self._auth.db, user_id, self._auth.clock.now(), is_active=active)
