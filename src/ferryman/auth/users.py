@@ -129,8 +129,9 @@ class Users:
         self, user: User, current: str, new: str, *, keep_session: str | None = None
     ) -> int:
         """Set a new password after checking the current one (403 `wrong_password`: the
-        caller is logged in but did not prove the password; throttled like logins); every session of the account but `keep_session` (the one
-        making the change) ends. Returns how many sessions ended."""
+        caller is logged in but did not prove the password; throttled like logins).
+        Every session of the account but `keep_session` (the one making the change)
+        ends; returns how many did."""
         auth = self._auth
         account = "account:" + user.id
         await auth.throttle.check(account)
