@@ -265,6 +265,23 @@ class Api:
         user = await self.register(username)
         return user, await self.login(username)
 
+    async def session_cookie(self, username: str, password: str = PASSWORD) -> str:
+        """A session login's `session_token` cookie value."""
+        body = {"username": username, "password": password}
+        async with self.http.post(self.base + "/auth/session", json=body) as response:
+            assert response.status == 200, await response.text()
+            return response.cookies["session_token"].value
+
+    async def me_status(self, session_cookie: str) -> int:
+        headers = {"Cookie": f"session_token={session_cookie}"}
+        status, _ = await self.call("GET", "/users/me", headers=headers)
+        return status
+
+    async def login_status(self, username: str, password: str) -> int:
+        body = {"username": username, "password": password}
+        status, _ = await self.call("POST", "/auth/login", json=body)
+        return status
+
     async def new_key(self, token: str, name: str = "k", **extra: Any) -> Any:
         _, key = await self.call(
             "POST", "/keys", token=token, json={"name": name, **extra}, expect=201

@@ -26,7 +26,9 @@ def build_stack(app: Ferryman) -> Observe:
         from ferryman.relay.mount import RelayMount
 
         inner = app.relay_mount = RelayMount(app.proxy)
-    mount = ManagementMount(inner, lambda: build_management(app), app.responder)
+    settings = app.settings
+    console = settings.console_path if settings.console_enabled else None
+    mount = ManagementMount(inner, lambda: build_management(app), app.responder, console)
     app.mount = mount
     stack: ASGIApp = mount
     if security.cors is not None:

@@ -23,7 +23,10 @@ from ferryman.api.openapi import ApiFacts, install_openapi
 API_PREFIX = "/api/v1"
 
 
-def create_management_app(docs: bool, facts: ApiFacts | None = None) -> FastAPI:
+def create_management_app(
+    docs: bool, facts: ApiFacts | None = None, console: str | None = None
+) -> FastAPI:
+    """The API; with `console` (its path), the web console's pages beside it."""
     app = FastAPI(
         title="Ferryman management API",
         version=__version__,
@@ -48,6 +51,10 @@ def create_management_app(docs: bool, facts: ApiFacts | None = None) -> FastAPI:
     ):
         api.include_router(module.router)
     app.include_router(api)
+    if console is not None:
+        from ferryman.console.routes import console_router
+
+        app.include_router(console_router(console))
     if docs:
         install_openapi(app, facts or ApiFacts(pass_durations=(), pooled_upstreams=()))
     return app

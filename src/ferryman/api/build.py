@@ -24,7 +24,9 @@ def build_management(app: Ferryman) -> ASGIApp:
     settings, gateway = app.settings, app.gateway
     pooled = (n for n, s in gateway.upstreams.items() if isinstance(s.credential, PoolCredential))
     facts = ApiFacts(pass_durations=settings.access_pass_durations, pooled_upstreams=tuple(pooled))
-    management = create_management_app(settings.docs_enabled, facts)
+    console = settings.console_path if settings.console_enabled else None
+    management = create_management_app(settings.docs_enabled, facts, console)
+    management.state.trusted = app.trusted
     management.state.api_limits = ApiLimits(settings, app.limits)
     management.state.auth = app.auth
     management.state.upstream_keys = app.upstream_keys

@@ -22,6 +22,9 @@ from ferryman.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("ferryman")
 
+#: Headers the console sets itself instead of the gateway's.
+_CONSOLE_OWN = frozenset({b"content-security-policy", b"cache-control"})
+
 
 class ManagementMount:
     """Sends the management API's paths to the management app, everything else to `app`.
@@ -30,8 +33,16 @@ class ManagementMount:
     so no gateway route can shadow it (the configuration refuses overlapping routes).
     """
 
-    def __init__(self, app: ASGIApp, build: Callable[[], ASGIApp], responder: Responder) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        build: Callable[[], ASGIApp],
+        responder: Responder,
+        console: str | None = None,
+    ) -> None:
         self.app = app
+        self._console = console
+        """The console's path, when it is served (its pages come with the API)."""
         self._build = build
         self._management: ASGIApp | None = None
         self._loading: asyncio.Lock | None = None
@@ -43,6 +54,9 @@ class ManagementMount:
         return self._management is not None
 
     def owns(self, path: str) -> bool:
+        console = self._console
+        if console is not None and (path == console or path.startswith(console + "/")):
+            return True
         if not (path.startswith("/api/v1/") or path.startswith(("/docs", "/openapi.json"))):
             return False
         return any(path == p or path.startswith(p + "/") for p in self._prefixes)
@@ -76,9 +90,13 @@ class ManagementMount:
         ctx.route = "management"
         management = self._management or await self.load()
         extra = self._headers
-        if scope["path"].startswith("/docs"):
+        path = scope["path"]
+        if path.startswith("/docs"):
             # The docs page sends a policy of its own (its inline script, by hash).
             extra = tuple(h for h in extra if h[0] != b"content-security-policy")
+        elif self._console and path.startswith(self._console):
+            # The console sends its own policy, and lets its static files be cached.
+            extra = tuple(h for h in extra if h[0] not in _CONSOLE_OWN)
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":

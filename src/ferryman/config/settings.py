@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     docs_enabled: bool = False
     """Serve the management API's OpenAPI schema and pages at `/docs`."""
 
+    console_enabled: bool = True
+    """Serve the web console (at `console_path`)."""
+    console_path: str = Field(
+        default="/console", pattern=r"^/[A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*$"
+    )
+    """Where the console lives on the gateway (a prefix no route may use)."""
+    root_path: str = Field(default="", pattern=r"^(/[A-Za-z0-9_.~-]+)*$")
+    """The path prefix a reverse proxy in front adds (`/gateway`), for the console's
+    links; a trusted proxy's `X-Forwarded-Prefix` wins over it."""
+
     jwt_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
     password_min_length: int = Field(default=12, ge=8, le=128)
     password_require_classes: bool = False

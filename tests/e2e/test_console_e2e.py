@@ -1,0 +1,109 @@
+"""The web console in a real browser (Debian's Chromium) against a real `ferryman serve`:
+log in through the form, change the password (which ends the other sessions), log out
+(the old session is refused by the API too); forms without their CSRF token are
+refused; the pages carry a strict policy and load nothing from elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tests.e2e.test_web_app_e2e import CHROMIUM, browser_or_skip
+from tests.support import PASSWORD, Api, GatewayProcess, client_session
+
+# Plain http on loopback; accounts made through the API by the test.
+ENV = {"FERRYMAN_SESSION_COOKIE_SECURE": "false", "FERRYMAN_REGISTRATION_ENABLED": "true"}
+NEW_PASSWORD = "a brand new passphrase"
+
+
+async def test_log_in_change_the_password_and_log_out_in_a_browser(tmp_path: Path) -> None:
+    browser_or_skip()
+    from playwright.async_api import async_playwright
+
+    gw = await GatewayProcess(tmp_path, None, ENV).start()
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            await api.user("uma")
+            other = await api.session_cookie("uma", PASSWORD)  # a second session elsewhere
+            assert await api.me_status(other) == 200
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                try:
+                    page = await browser.new_page()
+                    seen: list[str] = []
+                    page.on("request", lambda request: seen.append(request.url))
+                    response = await page.goto(f"{gw.url}/console/")
+                    assert response is not None
+                    assert urlsplit(page.url).path == "/console/login"
+                    policy = response.headers["content-security-policy"]
+                    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+                    await page.get_by_label("Username or email").fill("uma")
+                    await page.get_by_label("Password").fill("not the password")
+                    await page.get_by_role("button", name="Log in").click()
+                    assert await page.get_attribute("[role=alert]", "data-code") == "invalid_login"
+                    await page.get_by_label("Username or email").fill("uma")
+                    await page.get_by_label("Password").fill(PASSWORD)
+                    await page.get_by_role("button", name="Log in").click()
+                    await page.wait_for_url(f"{gw.url}/console/")
+                    assert "Welcome, uma" in await page.text_content("h1") or ""
+
+                    await page.get_by_role("link", name="Profile").click()
+                    await page.get_by_label("Current password").fill(PASSWORD)
+                    await page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+                    await page.get_by_label("New password, again").fill(NEW_PASSWORD)
+                    await page.get_by_role("button", name="Change password").click()
+                    status = await page.text_content("[role=status]") or ""
+                    assert "1 other session ended" in status
+                    assert await api.me_status(other) == 401  # the other session is over
+
+                    cookies = {c["name"]: c for c in await page.context.cookies()}
+                    session = cookies["session_token"]
+                    assert session["httpOnly"] and session["sameSite"] == "Lax"
+                    await page.get_by_role("button", name="Log out").click()
+                    await page.wait_for_url(f"{gw.url}/console/login")
+                    # The cookie the browser held is refused by the management API too.
+                    assert await api.me_status(session["value"]) == 401
+                    await page.goto(f"{gw.url}/console/profile")
+                    assert urlsplit(page.url).path == "/console/login"
+                finally:
+                    await browser.close()
+            assert await api.login_status("uma", NEW_PASSWORD) == 200
+            assert await api.login_status("uma", PASSWORD) == 401
+    finally:
+        await gw.stop()
+    hosts = {urlsplit(url).netloc for url in seen}
+    assert hosts == {urlsplit(gw.url).netloc}  # nothing from a CDN
+    assert PASSWORD not in gw.output() and NEW_PASSWORD not in gw.output()
+
+
+async def test_forms_without_their_csrf_token_are_refused(tmp_path: Path) -> None:
+    gw = await GatewayProcess(tmp_path, None, ENV).start()
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            await api.user("uma")
+            login = {"username": "uma", "password": PASSWORD}
+            async with http.post(f"{gw.url}/console/login", data=login, allow_redirects=False) as r:
+                assert r.status == 403
+                assert 'data-code="csrf_failed"' in await r.text()
+                assert "Set-Cookie" not in r.headers or "session_token" not in str(
+                    r.headers.getall("Set-Cookie")
+                )
+            cookie = await api.session_cookie("uma", PASSWORD)
+            headers = {"Cookie": f"session_token={cookie}"}
+            for path, data in (
+                ("/console/logout", {}),
+                ("/console/logout", {"csrf": "forged"}),
+                ("/console/profile/password",
+                 {"current_password": PASSWORD, "new_password": NEW_PASSWORD,
+                  "confirm_password": NEW_PASSWORD}),
+            ):  # fmt: skip
+                async with http.post(
+                    gw.url + path, data=data, headers=headers, allow_redirects=False
+                ) as r:
+                    assert r.status == 403, path
+            assert await api.me_status(cookie) == 200  # still logged in
+            assert await api.login_status("uma", PASSWORD) == 200  # password unchanged
+    finally:
+        await gw.stop()
