@@ -357,3 +357,31 @@ async def test_key_limit_holds_against_concurrent_creations(
         )
         assert sorted(r.status for r in replies) == [201, 201] + [409] * 8
         assert len(await rows(gw, keys_table)) == 2
+
+
+async def test_keys_are_searched_sorted_and_paged_on_the_server(
+    api: tuple[Running, Client],
+) -> None:
+    _, client = api
+    _, token = await client.user("alice")
+    _, bobs = await client.user("bob")
+    for name in ("alpha", "beta", "gamma_1", "gamma%2", "delta"):
+        await client.new_key(token, name)
+    await client.new_key(bobs, "gamma bob")
+
+    async def listed(**params: str) -> tuple[list[str], int]:
+        reply = await client.send("GET", "/keys", token=token, params=params)
+        assert reply.status == 200, reply.text
+        return [k["name"] for k in reply.json["items"]], reply.json["total"]
+
+    assert await listed(q="gamma") == (["gamma%2", "gamma_1"], 2)  # newest first
+    assert await listed(q="GAMMA", sort="name", order="asc") == (["gamma%2", "gamma_1"], 2)
+    assert await listed(q="%") == (["gamma%2"], 1)  # wildcards are literal
+    assert await listed(q="a_1") == (["gamma_1"], 1)
+    assert (await listed(q="fm_"))[1] == 5  # the prefix is searched too
+    names, total = await listed(sort="name", order="asc", limit="2", offset="1")
+    assert (names, total) == (["beta", "delta"], 5)
+    assert (await listed(limit="2"))[1] == 5
+    assert len((await listed())[0]) == 5  # unpaged, as before
+    reply = await client.send("GET", "/keys", token=token, params={"sort": "secret"})
+    assert_error(reply, 422, "validation_error")

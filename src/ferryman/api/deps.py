@@ -9,16 +9,15 @@ CSRF token in `X-CSRF-Token`.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from ferryman.auth.hashing import API_KEY_PREFIX
-from ferryman.auth.identity import Identity
 from ferryman.auth.services import Auth
 from ferryman.auth.sessions import COOKIE
 from ferryman.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from ferryman.manage.caller import Caller, owned_by
 from ferryman.observability.context import SCOPE_KEY, RequestContext
 from ferryman.store import users
 from ferryman.store.users import User
@@ -38,20 +37,6 @@ def client_ip(request: Request) -> str:
     if ctx is not None:
         return ctx.client_ip
     return request.client.host if request.client else "-"
-
-
-@dataclass(frozen=True)
-class Caller:
-    identity: Identity
-    via: str  # "jwt" or "session"
-
-    @property
-    def user_id(self) -> str:
-        return self.identity.user_id
-
-    @property
-    def is_admin(self) -> bool:
-        return self.identity.is_admin
 
 
 async def get_caller(request: Request, auth: Annotated[Auth, Depends(get_auth)]) -> Caller:
@@ -106,8 +91,4 @@ AdminDep = Annotated[Caller, Depends(get_admin)]
 UserDep = Annotated[User, Depends(get_user)]
 
 
-def owned_by(caller: Caller, owner_id: str, missing: NotFound) -> None:
-    """Raise `missing` (the same error an unknown id gets, so nothing leaks) unless the
-    caller owns the thing or is an admin."""
-    if owner_id != caller.user_id and not caller.is_admin:
-        raise missing
+__all__ = ["Caller", "owned_by"]

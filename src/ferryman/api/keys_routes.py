@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from ferryman.api.answers import answers
-from ferryman.api.deps import AuthDep, CallerDep, owned_by
+from ferryman.api.deps import AuthDep, CallerDep
 from ferryman.api.schemas import AllowancePatch, IsoDateTime, KeyOut, NewKeyOut, Page
 from ferryman.auth.api_keys import SCOPES
-from ferryman.errors import Conflict, Forbidden, NotFound
-from ferryman.store import api_keys, users
+from ferryman.manage import keys
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -37,15 +36,6 @@ class KeyPatch(AllowancePatch):
     active: bool | None = None
 
 
-async def _key(auth: AuthDep, caller: CallerDep, key_id: str) -> api_keys.ApiKey:
-    missing = NotFound("no such key", code="key_not_found")
-    key = await api_keys.get(auth.db, key_id)
-    if key is None:
-        raise missing
-    owned_by(caller, key.user_id, missing)
-    return key
-
-
 @router.post(
     "",
     status_code=201,
@@ -58,15 +48,8 @@ async def _key(auth: AuthDep, caller: CallerDep, key_id: str) -> api_keys.ApiKey
     ),
 )
 async def create_key(body: KeyIn, caller: CallerDep, auth: AuthDep) -> NewKeyOut:
-    owner = caller.user_id
-    if body.user_id is not None and body.user_id != caller.user_id:
-        if not caller.is_admin:
-            raise Forbidden("only admins create keys for others", code="admin_required")
-        if await users.get(auth.db, body.user_id) is None:
-            raise NotFound("no such user", code="user_not_found")
-        owner = body.user_id
     expires: datetime | None = body.expires_at
-    key, raw = await auth.api_keys.create(owner, body.name, tuple(body.scopes), expires)
+    key, raw = await keys.create(auth, caller, body.name, tuple(body.scopes), expires, body.user_id)
     return NewKeyOut(**KeyOut.of(key).model_dump(), key=raw)
 
 
@@ -76,36 +59,38 @@ async def list_keys(
     auth: AuthDep,
     user_id: Annotated[str | None, Query(description="admins: another user's keys")] = None,
     all_users: Annotated[bool, Query(alias="all", description="admins: every key")] = False,
+    q: Annotated[str, Query(max_length=100, description="in the name or prefix")] = "",
+    sort: Annotated[Literal["created", "name", "last_used"], Query()] = "created",
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="unset: every key")] = None,
 ) -> Page[KeyOut]:
-    owner: str | None = caller.user_id
-    if user_id is not None or all_users:
-        if not caller.is_admin:
-            raise Forbidden("only admins list others' keys", code="admin_required")
-        owner = None if all_users else user_id
-    keys = await api_keys.for_user(auth.db, owner)
-    return Page[KeyOut](items=[KeyOut.of(k) for k in keys], total=len(keys))
+    query = keys.KeyQuery(
+        user_id=user_id,
+        all_users=all_users,
+        text=q,
+        sort=sort,
+        descending=order == "desc",
+        offset=offset,
+        limit=limit,
+    )
+    found, total = await keys.page(auth, caller, query)
+    return Page[KeyOut](items=[KeyOut.of(k) for k in found], total=total)
 
 
 @router.get("/{key_id}")
 async def get_key(key_id: str, caller: CallerDep, auth: AuthDep) -> KeyOut:
-    return KeyOut.of(await _key(auth, caller, key_id))
+    return KeyOut.of(await keys.find(auth, caller, key_id))
 
 
 @router.patch("/{key_id}", responses=answers({409: "`key_revoked`"}))
 async def update_key(key_id: str, body: KeyPatch, caller: CallerDep, auth: AuthDep) -> KeyOut:
-    key = await _key(auth, caller, key_id)
-    if key.revoked_at is not None and body.active:
-        raise Conflict("a revoked key cannot be reactivated", code="key_revoked")
-    caps = body.caps()
-    if caps and not caller.is_admin:
-        raise Forbidden("only admins set a key's rates and budget", code="admin_required")
-    updated = await auth.api_keys.update(key_id, name=body.name, active=body.active, caps=caps)
-    if updated is None:
-        raise NotFound("no such key", code="key_not_found")
+    updated = await keys.change(
+        auth, caller, key_id, name=body.name, active=body.active, caps=body.caps()
+    )
     return KeyOut.of(updated)
 
 
 @router.delete("/{key_id}", status_code=204)
 async def revoke_key(key_id: str, caller: CallerDep, auth: AuthDep) -> None:
-    await _key(auth, caller, key_id)
-    await auth.api_keys.revoke(key_id)
+    await keys.revoke(auth, caller, key_id)

@@ -116,6 +116,42 @@ async def for_user(db: Database, user_id: str | None) -> list[ApiKey]:
         return [_key(row) for row in await conn.execute(query)]
 
 
+#: Orders a key list can take: the column, and its default direction.
+SORTS = {"created": api_keys.c.created_at, "name": api_keys.c.name,
+         "last_used": api_keys.c.last_used_at}  # fmt: skip
+
+
+async def search(
+    db: Database,
+    user_id: str | None,
+    *,
+    text: str = "",
+    sort: str = "created",
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[ApiKey], int]:
+    """One page of a user's keys (everyone's when `user_id` is None) whose name or
+    prefix contains `text`, in the order asked for; and how many match in all."""
+    where = []
+    if user_id is not None:
+        where.append(api_keys.c.user_id == user_id)
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(
+            api_keys.c.name.ilike(pattern, escape="\\")
+            | api_keys.c.prefix.ilike(pattern, escape="\\")
+        )
+    column = SORTS.get(sort, api_keys.c.created_at)
+    order = column.desc() if descending else column.asc()
+    query = select(api_keys).where(*where).order_by(order, api_keys.c.id)
+    counted = select(func.count()).select_from(api_keys).where(*where)
+    async with db.engine.connect() as conn:
+        total = int((await conn.execute(counted)).scalar_one())
+        rows = await conn.execute(query.offset(offset).limit(limit))
+        return [_key(row) for row in rows], total
+
+
 async def change(db: Database, key_id: str, **values: Any) -> ApiKey | None:
     async with db.engine.begin() as conn:
         result = await conn.execute(
