@@ -107,3 +107,75 @@ async def test_forms_without_their_csrf_token_are_refused(tmp_path: Path) -> Non
             assert await api.login_status("uma", PASSWORD) == 200  # password unchanged
     finally:
         await gw.stop()
+
+
+async def test_a_key_made_in_the_console_works_through_the_proxy_until_revoked_there(
+    tmp_path: Path,
+) -> None:
+    browser_or_skip()
+    from playwright.async_api import async_playwright
+
+    from tests.fakes.upstream import FakeUpstream
+
+    upstream = await FakeUpstream().start()
+    gateway = {
+        "upstreams": {"up": {"url": upstream.url}},
+        "routes": [{"name": "api", "path": "/up", "upstream": "up", "strip_prefix": True,
+                    "auth": ["api_key"]}],
+    }  # fmt: skip
+    gw = await GatewayProcess(tmp_path, gateway, ENV).start()
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            _, bob = await api.user("bob")
+            bobs_key = await api.new_key(bob, "bob's own")
+            await api.user("uma")
+
+            async def proxied(key: str) -> int:
+                async with http.get(f"{gw.url}/up/echo/x", headers={"X-API-Key": key}) as r:
+                    return r.status
+
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                try:
+                    page = await browser.new_page()
+                    page.on("dialog", lambda dialog: dialog.accept())
+                    await page.goto(f"{gw.url}/console/login")
+                    await page.get_by_label("Username or email").fill("uma")
+                    await page.get_by_label("Password").fill(PASSWORD)
+                    await page.get_by_role("button", name="Log in").click()
+                    await page.get_by_role("link", name="Client keys").click()
+                    assert await page.text_content("#count") == "0 keys"
+                    await page.get_by_label("Name", exact=True).fill("laptop")
+                    await page.get_by_role("button", name="Create key").click()
+                    key = (await page.text_content("#new-key") or "").strip()
+                    assert key.startswith("fm_")
+                    assert await proxied(key) == 200
+
+                    await page.goto(f"{gw.url}/console/keys")
+                    assert key not in await page.content()  # shown once, never again
+                    assert "bob's own" not in await page.content()
+                    await page.get_by_role("button", name="Disable laptop").click()
+                    await page.wait_for_selector("text=Enable laptop")
+                    assert await proxied(key) == 401
+                    await page.get_by_role("button", name="Enable laptop").click()
+                    await page.wait_for_selector("text=Disable laptop")
+                    assert await proxied(key) == 200
+                    await page.get_by_role("button", name="Revoke laptop").click()
+                    await page.wait_for_selector(".state-revoked")
+                    assert await proxied(key) == 401
+
+                    # Another user's key, by URL: as unknown as a made-up id.
+                    token = await page.get_attribute("input[name=csrf]", "value")
+                    refused = await page.request.post(
+                        f"{gw.url}/console/keys/{bobs_key['id']}/revoke",
+                        form={"csrf": token or ""},
+                    )
+                    assert refused.status == 404
+                    assert 'data-code="key_not_found"' in await refused.text()
+                finally:
+                    await browser.close()
+            assert await proxied(bobs_key["key"]) == 200
+    finally:
+        await gw.stop()
+        await upstream.stop()

@@ -52,9 +52,11 @@ def create_management_app(
         api.include_router(module.router)
     app.include_router(api)
     if console is not None:
+        from ferryman.console.keys import keys_router
         from ferryman.console.routes import console_router
 
         app.include_router(console_router(console))
+        app.include_router(keys_router(console))
     if docs:
         install_openapi(app, facts or ApiFacts(pass_durations=(), pooled_upstreams=()))
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,3 +113,13 @@ async def change(db: Database, user_id: str, now: datetime, **values: Any) -> Us
             return None
         row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
     return _user(row) if row else None
+
+
+async def names(db: Database, user_ids: Iterable[str]) -> dict[str, str]:
+    """{user id: username} for these ids (one query, for a page of rows)."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    query = select(users.c.id, users.c.username).where(users.c.id.in_(wanted))
+    async with db.engine.connect() as conn:
+        return {row.id: row.username for row in await conn.execute(query)}

@@ -11,3 +11,9 @@ document.addEventListener("click", (event) => {
     });
   }
 });
+
+document.addEventListener("submit", (event) => {
+  // A form with data-confirm asks first (without the script it simply goes).
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
