@@ -46,7 +46,8 @@ async def test_log_in_change_the_password_and_log_out_in_a_browser(tmp_path: Pat
                     await page.get_by_label("Password").fill(PASSWORD)
                     await page.get_by_role("button", name="Log in").click()
                     await page.wait_for_url(f"{gw.url}/console/")
-                    assert "Welcome, uma" in await page.text_content("h1") or ""
+                    assert await page.text_content("h1") == "Dashboard"
+                    assert await page.text_content("#total-requests") == "0"
 
                     await page.get_by_role("link", name="Profile").click()
                     await page.get_by_label("Current password").fill(PASSWORD)
@@ -164,6 +165,21 @@ async def test_a_key_made_in_the_console_works_through_the_proxy_until_revoked_t
                     await page.get_by_role("button", name="Revoke laptop").click()
                     await page.wait_for_selector(".state-revoked")
                     assert await proxied(key) == 401
+
+                    # The key's two admitted requests on the dashboard (written within
+                    # a usage flush interval).
+                    cells: list[str] = []
+                    for _ in range(50):
+                        await page.goto(f"{gw.url}/console/?days=7")
+                        row = page.locator("tr", has_text="laptop")
+                        if await row.count():
+                            cells = await row.locator("td").all_text_contents()
+                            if cells[1] == "2":
+                                break
+                        await page.wait_for_timeout(100)
+                    assert cells[:2] == ["laptop", "2"]
+                    assert await page.text_content("#total-requests") == "2"
+                    assert "bob's own" not in await page.content()
 
                     # Another user's key, by URL: as unknown as a made-up id.
                     token = await page.get_attribute("input[name=csrf]", "value")

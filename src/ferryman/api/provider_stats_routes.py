@@ -21,16 +21,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from ferryman.api.schemas import MAX_PAGE, IsoDate
-from ferryman.api.stats_routes import (
-    RANGE_ANSWERS,
-    ReaderDep,
-    check_range,
-    limit_reader,
-    visible_owner,
-)
+from ferryman.api.stats_routes import RANGE_ANSWERS, ReaderDep, limit_reader
 from ferryman.api.upstream_keys_routes import get_service
 from ferryman.auth.identity import Identity
 from ferryman.errors import NotFound
+from ferryman.manage.usage import check_range, visible_owner
 from ferryman.store import key_history, stats
 from ferryman.store import upstream_keys as rows
 from ferryman.store.key_history import Day

@@ -26,7 +26,8 @@ from ferryman.api.schemas import MAX_PAGE, IsoDate
 from ferryman.auth.hashing import API_KEY_PREFIX
 from ferryman.auth.identity import Identity
 from ferryman.auth.services import Auth
-from ferryman.errors import BadRequest, Forbidden
+from ferryman.errors import Forbidden
+from ferryman.manage.usage import check_range, visible_owner
 from ferryman.store import stats
 from ferryman.store.stats import Filters
 
@@ -47,21 +48,6 @@ async def get_reader(request: Request, auth: Annotated[Auth, Depends(get_auth)])
 
 
 ReaderDep = Annotated[Identity, Depends(get_reader)]
-
-
-def check_range(start: date | None, end: date | None) -> None:
-    if start and end and start > end:
-        raise BadRequest("start_date is after end_date", code="invalid_date_range")
-
-
-def visible_owner(reader: Identity, user_id: str | None) -> str | None:
-    """Whose usage the reader may see: their own, or (admins with a JWT or session)
-    one user's, or everyone's (None)."""
-    if reader.is_admin and reader.kind != "api_key":
-        return user_id
-    if user_id is not None and user_id != reader.user_id:
-        raise Forbidden("only admins read others' usage", code="admin_required")
-    return reader.user_id
 
 
 async def limit_reader(request: Request, reader: ReaderDep) -> None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ferryman.auth.sessions import COOKIE
+from ferryman.console.dashboard import dashboard
 from ferryman.console.render import base_path, page, redirect
 from ferryman.console.session import (
     LOGIN_CSRF,
@@ -40,7 +41,7 @@ def console_router(path: str) -> APIRouter:
         who = await visitor(request)
         if who is None:
             return redirect(request, "/login")
-        return page(request, "home.html", who=who.identity, csrf=who.csrf)
+        return await dashboard(request, who)
 
     @router.get("/login")
     async def login_page(request: Request) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -187,3 +187,13 @@ async def touch(db: Database, last_used: Mapping[str, datetime]) -> None:
     rows = [{"key_id": k, "used_at": v} for k, v in sorted(last_used.items())]
     async with db.engine.begin() as conn:
         await conn.execute(statement, rows)
+
+
+async def names(db: Database, ids: Iterable[str]) -> dict[str, str]:
+    """{id: name} for these ids (one query, for a page of rows)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(wanted))
+    async with db.engine.connect() as conn:
+        return {row.id: row.name for row in await conn.execute(query)}

@@ -96,7 +96,18 @@ async def per_day_and_model(
     return _models(items), int(total)
 
 
-async def per_dimension(db: Database, f: Filters, column: str) -> list[dict[str, Any]]:
+async def per_day(db: Database, f: Filters) -> list[dict[str, Any]]:
+    """Totals per day, oldest first (days without traffic are absent)."""
+    table = _table(f)
+    c = table.c
+    query = _where(table, select(c.day, *_sums(table)), f).group_by(c.day).order_by(c.day)
+    async with db.engine.connect() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def per_dimension(
+    db: Database, f: Filters, column: str, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Totals per client key (`credential_id`) or per upstream key (`upstream_key_id`)."""
     table = _table(f, column)
     col = table.c[column]
@@ -106,6 +117,7 @@ async def per_dimension(db: Database, f: Filters, column: str) -> list[dict[str,
             .where(col != NONE)
             .group_by(col)
             .order_by(func.sum(table.c.requests).desc(), col)
+            .limit(limit)
         )
         return [dict(row._mapping) for row in rows]
 

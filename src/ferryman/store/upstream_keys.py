@@ -244,3 +244,13 @@ async def reseal(
             .values(master_key_id=master_key_id, sealed_key=sealed_key)
         )
     return bool(result.rowcount)
+
+
+async def names(db: Database, ids: Iterable[str]) -> dict[str, str]:
+    """{id: name} for these ids (one query, for a page of rows)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(upstream_keys.c.id, upstream_keys.c.name).where(upstream_keys.c.id.in_(wanted))
+    async with db.engine.connect() as conn:
+        return {row.id: row.name for row in await conn.execute(query)}
