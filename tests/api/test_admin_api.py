@@ -215,3 +215,34 @@ async def test_credentials_view_shows_no_secrets(api: tuple[Running, Client]) ->
             "GET", f"/admin/users/{alice_user['id']}/credentials", token=token
         )
         assert_error(reply, 403, "admin_required")
+
+
+async def test_users_are_searched_and_a_password_is_reset_once(
+    api: tuple[Running, Client],
+) -> None:
+    gw, client = api
+    _, root = await make_admin(gw, client)
+    for name in ("alice", "alina", "bob"):
+        await client.register(name)
+    _, alice_token = await client.user("ali_ce")
+    found = (await client.send("GET", "/admin/users?q=ali", token=root)).json
+    assert [u["username"] for u in found["items"]] == ["alice", "alina", "ali_ce"]
+    assert (await client.send("GET", "/admin/users?q=i_c", token=root)).json["total"] == 1
+
+    alice_id = found["items"][0]["id"]
+    cookie, _, _ = await client.session("alice")
+    reply = await client.send("POST", f"/admin/users/{alice_id}/reset-password", token=root)
+    assert reply.status == 200, reply.text
+    fresh = reply.json["password"]
+    assert len(fresh) >= 16 and reply.json["user"]["id"] == alice_id
+    assert_error(await client.send("GET", "/users/me", cookie=cookie), 401, "revoked_credential")
+    assert (
+        await client.send("POST", "/auth/login", json={"username": "alice", "password": fresh})
+    ).status == 200
+    old = await client.send("POST", "/auth/login", json={"username": "alice", "password": PASSWORD})
+    assert_error(old, 401, "invalid_login")
+
+    reply = await client.send("POST", f"/admin/users/{alice_id}/reset-password", token=alice_token)
+    assert_error(reply, 403, "admin_required")
+    reply = await client.send("POST", f"/admin/users/{uuid.uuid4()}/reset-password", token=root)
+    assert_error(reply, 404, "user_not_found")

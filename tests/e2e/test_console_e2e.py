@@ -195,3 +195,60 @@ async def test_a_key_made_in_the_console_works_through_the_proxy_until_revoked_t
     finally:
         await gw.stop()
         await upstream.stop()
+
+
+async def test_an_admin_manages_users_and_a_user_cannot_reach_that_page(
+    tmp_path: Path,
+) -> None:
+    browser_or_skip()
+    from playwright.async_api import async_playwright
+
+    env = {**ENV, "FERRYMAN_ADMIN_USERNAME": "root", "FERRYMAN_ADMIN_PASSWORD": PASSWORD}
+    gw = await GatewayProcess(tmp_path, None, env).start()
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            await api.user("uma")
+            umas = await api.session_cookie("uma")
+
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                try:
+                    page = await browser.new_page()
+                    page.on("dialog", lambda dialog: dialog.accept())
+
+                    async def log_in(name: str, password: str) -> None:
+                        await page.goto(f"{gw.url}/console/login")
+                        await page.get_by_label("Username or email").fill(name)
+                        await page.get_by_label("Password").fill(password)
+                        await page.get_by_role("button", name="Log in").click()
+                        await page.wait_for_url(f"{gw.url}/console/")
+
+                    await log_in("root", PASSWORD)
+                    await page.get_by_role("link", name="Users").click()
+                    assert await page.text_content("#count") == "2 accounts"
+                    await page.get_by_label("Search by username or email").fill("um")
+                    await page.get_by_role("button", name="Search").click()
+                    assert await page.text_content("#count") == "1 account"
+                    await page.get_by_role("button", name="Disable uma").click()
+                    await page.wait_for_selector("text=Enable uma")
+                    assert await api.me_status(umas) == 401  # at once
+                    await page.get_by_role("button", name="Enable uma").click()
+                    await page.wait_for_selector("text=Disable uma")
+                    await page.get_by_role("button", name="Reset password of uma").click()
+                    fresh = (await page.text_content("#new-password") or "").strip()
+                    assert len(fresh) >= 16
+                    assert await api.me_status(umas) == 401  # her sessions ended
+                    assert await api.login_status("uma", PASSWORD) == 401
+                    await page.get_by_role("button", name="Log out").click()
+
+                    await log_in("uma", fresh)
+                    assert await page.get_by_role("link", name="Users").count() == 0
+                    response = await page.goto(f"{gw.url}/console/users")
+                    assert response is not None and response.status == 403
+                    assert await page.get_attribute("[role=alert]", "data-code") == "admin_required"
+                finally:
+                    await browser.close()
+    finally:
+        await gw.stop()
+    assert fresh not in gw.output()

@@ -18,7 +18,8 @@ from ferryman.api.schemas import (
     SessionOut,
     UserOut,
 )
-from ferryman.errors import BadRequest, NotFound
+from ferryman.errors import NotFound
+from ferryman.manage import users as manage_users
 from ferryman.store import api_keys, passes, sessions, users
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -45,29 +46,41 @@ async def list_users(
     auth: AuthDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    q: Annotated[str, Query(max_length=100, description="in the username or email")] = "",
 ) -> Page[UserOut]:
-    found, total = await users.page(auth.db, offset=offset, limit=limit)
+    found, total = await manage_users.page(auth, admin, text=q, offset=offset, limit=limit)
     return Page[UserOut](items=[UserOut.of(u) for u in found], total=total)
 
 
 @router.patch("/users/{user_id}", responses=answers({400: "`self_lockout`"}))
 async def change_user(user_id: str, body: UserPatch, admin: AdminDep, auth: AuthDep) -> UserOut:
     """Disable or enable an account (takes effect at once), or change its role/permissions."""
-    if user_id == admin.user_id and (body.is_active is False or body.role == "user"):
-        raise BadRequest("an admin cannot disable or demote themselves", code="self_lockout")
-    user = await users.get(auth.db, user_id)
-    if user is None:
-        raise NotFound("no such user", code="user_not_found")
-    if body.is_active is not None:
-        user = await auth.users.set_active(user_id, body.is_active)
-    caps = body.caps()
-    if body.role is not None or body.permissions is not None or caps:
-        permissions = tuple(body.permissions) if body.permissions is not None else None
-        user = await auth.users.set_access(
-            user_id, role=body.role, permissions=permissions, caps=caps
-        )
-    assert user is not None
+    user = await manage_users.change(
+        auth,
+        admin,
+        user_id,
+        is_active=body.is_active,
+        role=body.role,
+        permissions=tuple(body.permissions) if body.permissions is not None else None,
+        caps=body.caps(),
+    )
     return UserOut.of(user)
+
+
+class ResetOut(BaseModel):
+    user: UserOut
+    password: str
+    """The new password, shown this once; give it to the account's owner."""
+
+
+@router.post(
+    "/users/{user_id}/reset-password",
+    responses=answers({400: "`self_reset`: use your own profile", 404: "`user_not_found`"}),
+)
+async def reset_password(user_id: str, admin: AdminDep, auth: AuthDep) -> ResetOut:
+    """Give the account a new random password (every session of it ends)."""
+    user, password = await manage_users.reset_password(auth, admin, user_id)
+    return ResetOut(user=UserOut.of(user), password=password)
 
 
 @router.get("/users/{user_id}/credentials")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -155,6 +156,24 @@ class Users:
         await auth.invalidations.user(user.id)
         log.info("password_changed", user_id=user.id, sessions_ended=ended)
         return ended
+
+    async def reset_password(self, user_id: str) -> tuple[User, str] | None:
+        """A new random password for the account (an admin's reset), shown once; every
+        session of the account ends. None: no such account."""
+        auth = self._auth
+        password = secrets.token_urlsafe(15)  # 20 characters, 120 random bits
+        now = auth.clock.now()
+        password_hash = await auth.passwords.hash(password)
+        user = await rows.change(auth.db, user_id, now, password_hash=password_hash)
+        if user is None:
+            return None
+        for session in await session_rows.for_user(auth.db, user_id):
+            if session.revoked_at is None:
+                await session_rows.revoke(auth.db, session.id, now)
+                await auth.invalidations.credential(session.id)
+        await auth.invalidations.user(user_id)
+        log.info("password_reset", user_id=user_id)
+        return user, password
 
     async def set_active(self, user_id: str, active: bool) -> User | None:
         user = await rows.change(self._auth.db, user_id, self._auth.clock.now(), is_active=active)

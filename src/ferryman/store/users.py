@@ -94,12 +94,20 @@ async def by_login(db: Database, login: str) -> User | None:
     return _user(row) if row else None
 
 
-async def page(db: Database, *, offset: int, limit: int) -> tuple[list[User], int]:
-    async with db.engine.connect() as conn:
-        total = (await conn.execute(select(func.count()).select_from(users))).scalar_one()
-        rows = await conn.execute(
-            select(users).order_by(users.c.created_at, users.c.id).offset(offset).limit(limit)
+async def page(db: Database, *, offset: int, limit: int, text: str = "") -> tuple[list[User], int]:
+    """Accounts, oldest first, whose username or email contains `text`."""
+    where = []
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        where.append(
+            users.c.username.ilike(pattern, escape="\\") | users.c.email.ilike(pattern, escape="\\")
         )
+    counted = select(func.count()).select_from(users).where(*where)
+    query = select(users).where(*where).order_by(users.c.created_at, users.c.id)
+    async with db.engine.connect() as conn:
+        total = (await conn.execute(counted)).scalar_one()
+        rows = await conn.execute(query.offset(offset).limit(limit))
         return [_user(row) for row in rows], total
 
 
