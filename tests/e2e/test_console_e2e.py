@@ -252,3 +252,76 @@ async def test_an_admin_manages_users_and_a_user_cannot_reach_that_page(
     finally:
         await gw.stop()
     assert fresh not in gw.output()
+
+
+async def test_a_user_buys_a_pass_uses_it_refunds_and_revokes_in_the_console(
+    tmp_path: Path,
+) -> None:
+    browser_or_skip()
+    from playwright.async_api import async_playwright
+
+    from tests.fakes.upstream import FakeUpstream
+
+    upstream = await FakeUpstream().start()
+    gateway = {
+        "upstreams": {"app": {"url": upstream.url}},
+        "routes": [{"name": "app", "path": "/app", "upstream": "app", "strip_prefix": True,
+                    "auth": ["access_pass"]}],
+    }  # fmt: skip
+    env = {**ENV, "FERRYMAN_ADMIN_USERNAME": "root", "FERRYMAN_ADMIN_PASSWORD": PASSWORD,
+           "FERRYMAN_ACCESS_PASS_PRICES": "1:2.50,24:20"}  # fmt: skip
+    gw = await GatewayProcess(tmp_path, gateway, env).start()
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            uma, _ = await api.user("uma")
+            root = await api.login("root")
+            await api.call("POST", "/credits/top-up", token=root, expect=201,
+                           json={"user_id": uma["id"], "amount": "10"})  # fmt: skip
+
+            async def through(token: str) -> int:
+                async with http.get(f"{gw.url}/app/echo/x", headers={"X-Access-Token": token}) as r:
+                    return r.status
+
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                try:
+                    page = await browser.new_page()
+                    page.on("dialog", lambda dialog: dialog.accept())
+                    await page.goto(f"{gw.url}/console/login")
+                    await page.get_by_label("Username or email").fill("uma")
+                    await page.get_by_label("Password").fill(PASSWORD)
+                    await page.get_by_role("button", name="Log in").click()
+                    await page.get_by_role("link", name="Passes").click()
+                    assert await page.text_content("#balance") == "10.00"
+                    await page.get_by_label("1 h — 2.50").check()
+                    await page.get_by_role("button", name="Buy pass").click()
+                    first = (await page.text_content("#new-pass") or "").strip()
+                    assert await page.text_content("#balance") == "7.50"
+                    short = await page.get_attribute("tbody tr", "data-pass") or ""
+                    await page.get_by_role("button", name=f"Refund {short[:8]}").click()
+                    assert "Refunded 2.50" in (await page.text_content("[role=status]") or "")
+                    assert await page.text_content("#balance") == "10.00"
+                    assert await through(first) == 401  # refunded: revoked too
+
+                    await page.get_by_label("1 h — 2.50").check()
+                    await page.get_by_role("button", name="Buy pass").click()
+                    second = (await page.text_content("#new-pass") or "").strip()
+                    assert await through(second) == 200
+                    await page.goto(f"{gw.url}/console/passes")
+                    assert second not in await page.content()
+                    assert await page.text_content("tbody tr:first-child .state") == "active"
+                    live = await page.get_attribute("tbody tr:first-child", "data-pass") or ""
+                    await page.get_by_role("button", name=f"Revoke {live[:8]}").click()
+                    await page.wait_for_selector("tbody tr:first-child .state-revoked")
+                    assert await through(second) == 401
+                    assert await page.text_content("#balance") == "7.50"
+                    await page.get_by_label("24 h — 20.00").check()
+                    await page.get_by_role("button", name="Buy pass").click()
+                    code = await page.get_attribute("[role=alert]", "data-code")
+                    assert code == "insufficient_balance"
+                finally:
+                    await browser.close()
+    finally:
+        await gw.stop()
+        await upstream.stop()

@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from ferryman.api.answers import answers
 from ferryman.api.deps import AdminDep, AuthDep, CallerDep
-from ferryman.errors import Forbidden
+from ferryman.manage import passes as manage_passes
 from ferryman.store import credits
 from ferryman.store.credits import MICROS, Movement
 
@@ -107,13 +107,7 @@ async def balance(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> BalanceOut:
     """The balance and the newest movements."""
-    owner = caller.user_id
-    if user_id is not None and user_id != caller.user_id:
-        if not caller.is_admin:
-            raise Forbidden("only admins see others' credits", code="admin_required")
-        owner = user_id
-    total = await credits.balance(auth.db, owner)
-    rows = await credits.movements(auth.db, owner, limit)
+    owner, total, rows = await manage_passes.balance(auth, caller, user_id, limit)
     return BalanceOut(
         user_id=owner, balance=amount(total), movements=[MovementOut.of(r) for r in rows]
     )

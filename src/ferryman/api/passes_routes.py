@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, Strict
 
 from ferryman.api.answers import answers
-from ferryman.api.deps import AuthDep, CallerDep, owned_by
+from ferryman.api.deps import AuthDep, CallerDep
 from ferryman.api.schemas import WHOLE, NewPassOut, PassOut, PassStatusOut
-from ferryman.errors import NotFound
+from ferryman.manage import passes as manage_passes
 from ferryman.store import passes
 from ferryman.store.credits import MICROS
-from ferryman.store.passes import AccessPass
 
 router = APIRouter(prefix="/tokens", tags=["access tokens"])
 
@@ -21,15 +20,6 @@ router = APIRouter(prefix="/tokens", tags=["access tokens"])
 class PurchaseIn(BaseModel):
     duration_hours: Annotated[int, Strict(), Field(ge=1, le=24 * 366), WHOLE]
     """One of the durations on sale (`FERRYMAN_ACCESS_PASS_DURATIONS`)."""
-
-
-async def _pass(auth: AuthDep, caller: CallerDep, pass_id: str) -> AccessPass:
-    missing = NotFound("no such access token", code="token_not_found")
-    record = await passes.get(auth.db, pass_id)
-    if record is None:
-        raise missing
-    owned_by(caller, record.user_id, missing)
-    return record
 
 
 @router.post(
@@ -44,7 +34,7 @@ async def _pass(auth: AuthDep, caller: CallerDep, pass_id: str) -> AccessPass:
 )
 async def purchase(body: PurchaseIn, caller: CallerDep, auth: AuthDep) -> NewPassOut:
     """A pass for one of the allowed durations; it starts counting at its first use."""
-    record, raw = await auth.passes.purchase(caller.user_id, body.duration_hours)
+    record, raw = await manage_passes.buy(auth, caller, body.duration_hours)
     view = PassOut.of(record, auth.clock.now())
     return NewPassOut(**view.model_dump(), token=raw)
 
@@ -66,7 +56,7 @@ async def my_tokens(
 @router.get("/{pass_id}/status")
 async def status(pass_id: str, caller: CallerDep, auth: AuthDep) -> PassStatusOut:
     """Read-only: looking never activates a pass."""
-    record = await _pass(auth, caller, pass_id)
+    record = await manage_passes.find(auth, caller, pass_id)
     now = auth.clock.now()
     state = record.state(now)
     remaining = None
@@ -85,10 +75,7 @@ async def status(pass_id: str, caller: CallerDep, auth: AuthDep) -> PassStatusOu
 
 @router.post("/{pass_id}/revoke")
 async def revoke(pass_id: str, caller: CallerDep, auth: AuthDep) -> PassOut:
-    await _pass(auth, caller, pass_id)
-    record = await auth.passes.revoke(pass_id)
-    if record is None:
-        raise NotFound("no such access token", code="token_not_found")
+    record = await manage_passes.revoke(auth, caller, pass_id)
     return PassOut.of(record, auth.clock.now())
 
 
@@ -101,6 +88,5 @@ class RefundOut(BaseModel):
 @router.post("/{pass_id}/refund", responses=answers({409: "`pass_activated`, `pass_revoked`"}))
 async def refund(pass_id: str, caller: CallerDep, auth: AuthDep) -> RefundOut:
     """Refund a pass never activated (once); it is revoked at the same time."""
-    await _pass(auth, caller, pass_id)
-    refunded, balance = await auth.passes.refund(pass_id)
+    refunded, balance = await manage_passes.refund(auth, caller, pass_id)
     return RefundOut(token_id=pass_id, refunded=refunded / MICROS, balance=balance / MICROS)
