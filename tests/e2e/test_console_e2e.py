@@ -325,3 +325,62 @@ async def test_a_user_buys_a_pass_uses_it_refunds_and_revokes_in_the_console(
     finally:
         await gw.stop()
         await upstream.stop()
+
+
+async def test_an_admin_adds_an_upstream_key_and_sees_its_health(tmp_path: Path) -> None:
+    browser_or_skip()
+    from playwright.async_api import async_playwright
+
+    from tests.fakes.openrouter import FakeOpenRouter
+    from tests.upstreams.conftest import pooled_gateway
+
+    provider = await FakeOpenRouter().start()
+    good, bad = "sk-or-v1-" + "g" * 64, "sk-or-v1-" + "b" * 64
+    provider.add_key(good, limit=25.0, usage=5.0)
+    env = {**ENV, "FERRYMAN_ADMIN_USERNAME": "root", "FERRYMAN_ADMIN_PASSWORD": PASSWORD}
+    gw = await GatewayProcess(tmp_path, pooled_gateway(provider.base_url), env).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                page.on("dialog", lambda dialog: dialog.accept())
+                await page.goto(f"{gw.url}/console/login")
+                await page.get_by_label("Username or email").fill("root")
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Log in").click()
+                await page.get_by_role("link", name="Upstream keys").click()
+
+                await page.get_by_label("Name", exact=True).fill("bad one")
+                await page.get_by_label("Key", exact=True).fill(bad)
+                await page.get_by_role("button", name="Add key").click()
+                assert await page.get_attribute("[role=alert]", "data-code") == (
+                    "invalid_upstream_key"
+                )
+                await page.get_by_label("Name", exact=True).fill("main")
+                await page.get_by_label("Key", exact=True).fill(good)
+                await page.get_by_role("button", name="Add key").click()
+                assert "added" in (await page.text_content("[role=status]") or "")
+                assert good not in await page.content()  # never shown again
+                row = page.locator("tr", has_text="main")
+                assert await row.locator(".state").text_content() == "healthy"
+
+                provider.set_behaviour(good, "401")
+                await page.get_by_role("button", name="Test main").click()
+                assert "invalid" in (await page.text_content("[role=status]") or "")
+                assert await row.locator(".state").text_content() == "invalid"
+                assert await row.locator(".reason").count() == 1
+                provider.set_behaviour(good, "ok")
+                await page.get_by_role("button", name="Test main").click()
+                assert await row.locator(".state").text_content() == "healthy"
+                await page.get_by_role("button", name="Disable main").click()
+                await page.wait_for_selector("text=Enable main")
+                assert await row.locator(".state").text_content() == "disabled"
+                await page.get_by_role("button", name="Delete main").click()
+                await page.wait_for_selector("text=No upstream keys.")
+            finally:
+                await browser.close()
+    finally:
+        await gw.stop()
+        await provider.stop()
+    assert good not in gw.output() and bad not in gw.output()

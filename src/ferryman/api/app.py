@@ -52,15 +52,10 @@ def create_management_app(
         api.include_router(module.router)
     app.include_router(api)
     if console is not None:
-        from ferryman.console.keys import keys_router
-        from ferryman.console.passes import passes_router
-        from ferryman.console.routes import console_router
-        from ferryman.console.users import users_router
+        from ferryman.console.site import routers
 
-        app.include_router(console_router(console))
-        app.include_router(keys_router(console))
-        app.include_router(users_router(console))
-        app.include_router(passes_router(console))
+        for router in routers(console):
+            app.include_router(router)
     if docs:
         install_openapi(app, facts or ApiFacts(pass_durations=(), pooled_upstreams=()))
     return app

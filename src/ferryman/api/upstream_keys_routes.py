@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, Strict, WithJsonSchema
 
 from ferryman.api.answers import answers
-from ferryman.api.deps import CallerDep, owned_by
+from ferryman.api.deps import CallerDep
 from ferryman.api.schemas import WHOLE
-from ferryman.errors import Forbidden, NotFound, ServiceUnavailable
-from ferryman.store.upstream_keys import UpstreamKeyRow
+from ferryman.errors import ServiceUnavailable
+from ferryman.manage import upstream_keys
 from ferryman.upstreams.service import MAX_LENGTH, MIN_LENGTH, KeyView, UpstreamKeys
 
 router = APIRouter(prefix="/upstream-keys", tags=["upstream keys"])
@@ -141,20 +141,6 @@ class CheckOut(BaseModel):
     message: str
 
 
-async def _owned(service: UpstreamKeys, caller: CallerDep, key_id: str) -> UpstreamKeyRow:
-    missing = NotFound("no such upstream key", code="upstream_key_not_found")
-    try:
-        row = await service.get(key_id)
-    except NotFound:
-        raise missing from None
-    if row.owner_id is None:
-        if not caller.is_admin:
-            raise missing
-    else:
-        owned_by(caller, row.owner_id, missing)
-    return row
-
-
 async def _out(service: UpstreamKeys, key_id: str) -> UpstreamKeyOut:
     await service.keyring.flush()
     return UpstreamKeyOut.of(service.view(await service.get(key_id)))
@@ -173,16 +159,13 @@ async def _out(service: UpstreamKeys, key_id: str) -> UpstreamKeyOut:
 )
 async def add_key(body: UpstreamKeyIn, caller: CallerDep, request: Request) -> UpstreamKeyOut:
     service = get_service(request)
-    shared = caller.is_admin if body.shared is None else body.shared
-    if shared and not caller.is_admin:
-        raise Forbidden("only admins add keys to the shared pool", code="admin_required")
-    if not shared and not caller.is_admin and service.per_user_limit == 0:
-        raise Forbidden("this gateway does not take users' own keys", code="admin_required")
-    row = await service.create(
+    row = await upstream_keys.add(
+        service,
+        caller,
         upstream=body.upstream,
         name=body.name,
         secret=body.key.get_secret_value(),
-        owner_id=None if shared else caller.user_id,
+        shared=body.shared,
         weight=body.weight,
         validate=body.validate_key,
     )
@@ -193,14 +176,14 @@ async def add_key(body: UpstreamKeyIn, caller: CallerDep, request: Request) -> U
 async def list_keys(caller: CallerDep, request: Request) -> UpstreamKeyList:
     """Admins see every key; a user sees the keys they added."""
     service = get_service(request)
-    views = await service.listing(owner_id=caller.user_id, everyone=caller.is_admin)
+    views = await upstream_keys.listing(service, caller)
     return UpstreamKeyList(items=[UpstreamKeyOut.of(v) for v in views], total=len(views))
 
 
 @router.get("/{key_id}")
 async def get_key(key_id: str, caller: CallerDep, request: Request) -> UpstreamKeyOut:
     service = get_service(request)
-    await _owned(service, caller, key_id)
+    await upstream_keys.find(service, caller, key_id)
     return await _out(service, key_id)
 
 
@@ -209,7 +192,6 @@ async def update_key(
     key_id: str, body: UpstreamKeyPatch, caller: CallerDep, request: Request
 ) -> UpstreamKeyOut:
     service = get_service(request)
-    await _owned(service, caller, key_id)
     values: dict[str, Any] = {
         name: value
         for name, value in (("name", body.name), ("enabled", body.enabled), ("weight", body.weight))
@@ -217,16 +199,13 @@ async def update_key(
     }
     if body.reset_health:
         values["reset_health"] = True
-    if values:
-        await service.change(key_id, **values)
+    await upstream_keys.change(service, caller, key_id, **values)
     return await _out(service, key_id)
 
 
 @router.delete("/{key_id}", status_code=204)
 async def delete_key(key_id: str, caller: CallerDep, request: Request) -> None:
-    service = get_service(request)
-    await _owned(service, caller, key_id)
-    await service.delete(key_id)
+    await upstream_keys.delete(get_service(request), caller, key_id)
 
 
 @router.post(
@@ -241,8 +220,7 @@ async def delete_key(key_id: str, caller: CallerDep, request: Request) -> None:
 async def check_key(key_id: str, caller: CallerDep, request: Request) -> CheckOut:
     """Probe the key with its provider now; a success restores it to the pool."""
     service = get_service(request)
-    await _owned(service, caller, key_id)
-    probe = await service.check(key_id)
+    probe = await upstream_keys.check(service, caller, key_id)
     return CheckOut(
         key=await _out(service, key_id), result=probe.state.value, message=probe.message
     )
