@@ -384,3 +384,42 @@ async def test_an_admin_adds_an_upstream_key_and_sees_its_health(tmp_path: Path)
         await gw.stop()
         await provider.stop()
     assert good not in gw.output() and bad not in gw.output()
+
+
+async def test_the_status_page_shows_checks_jobs_and_upstreams_to_admins_only(
+    tmp_path: Path,
+) -> None:
+    from tests.fakes.upstream import FakeUpstream
+
+    upstream = await FakeUpstream().start()
+    gateway = {
+        "upstreams": {"up": {"url": upstream.url}, "gone": {"url": "http://127.0.0.1:9"}},
+        "routes": [{"name": "api", "path": "/up", "upstream": "up"}],
+    }
+    env = {**ENV, "FERRYMAN_ADMIN_USERNAME": "root", "FERRYMAN_ADMIN_PASSWORD": PASSWORD}
+    gw = await GatewayProcess(tmp_path, gateway, env).start()
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            await api.user("uma")
+            for name, expected in (("root", 200), ("uma", 403)):
+                cookie = await api.session_cookie(name)
+                async with http.get(
+                    f"{gw.url}/console/status", headers={"Cookie": f"session_token={cookie}"}
+                ) as r:
+                    assert r.status == expected
+                    html = await r.text()
+                if expected == 403:
+                    assert 'data-code="admin_required"' in html
+                    continue
+                assert '<span id="ready" class="state state-active">ready</span>' in html
+                assert 'data-check="database"' in html and "limiter_sweep" in html
+                up = html[html.index('data-upstream="up"') :].split("</tr>")[0]
+                gone = html[html.index('data-upstream="gone"') :].split("</tr>")[0]
+                assert "HTTP 404" in up  # it answers (its root is not a route of its own)
+                assert "ClientConnectorError" in gone
+                policy = r.headers["Content-Security-Policy"]
+                assert policy.startswith("default-src 'none'")
+    finally:
+        await gw.stop()
+        await upstream.stop()

@@ -27,6 +27,8 @@ def build_management(app: Ferryman) -> ASGIApp:
     console = settings.console_path if settings.console_enabled else None
     management = create_management_app(settings.docs_enabled, facts, console)
     management.state.trusted = app.trusted
+    management.state.readiness = app.readiness  # the console's status page
+    management.state.upstreams = app.upstreams
     management.state.api_limits = ApiLimits(settings, app.limits)
     management.state.auth = app.auth
     management.state.upstream_keys = app.upstream_keys

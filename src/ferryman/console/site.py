@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from ferryman.console.keys import keys_router
 from ferryman.console.passes import passes_router
 from ferryman.console.routes import console_router
+from ferryman.console.status import status_router
 from ferryman.console.upstream_keys import upstream_keys_router
 from ferryman.console.users import users_router
 
@@ -19,4 +20,5 @@ def routers(path: str) -> list[APIRouter]:
         users_router(path),
         passes_router(path),
         upstream_keys_router(path),
+        status_router(path),
     ]
