@@ -57,10 +57,6 @@ def stamp(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def admin_keys(keys: int) -> int:
-    return min(ADMIN_KEYS, keys // 5)
-
-
 def needle(keys: int) -> str:
     """Five digits of the key names `…-NNNNNN` around the middle: ten keys match."""
     return f"{keys // 2 // 10 * 10:06d}"[:5]
@@ -127,7 +123,7 @@ def seed(db: Path, keys: int, records: int) -> None:
     conn.executemany(f"INSERT INTO users ({', '.join(columns)}) VALUES ({marks})",
                      [tuple(p[c] for c in columns) for p in people[1:]])  # fmt: skip
     rows, active = [], []
-    mine = admin_keys(keys)
+    mine = min(ADMIN_KEYS, keys // 5)
     for i in range(keys):
         owner = admin["id"] if i < mine else people[1 + i % (USERS - 1)]["id"]
         key_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -156,7 +152,11 @@ def seed(db: Path, keys: int, records: int) -> None:
     conn.close()
 
 
-def expected(db: Path, keys: int, user: str) -> dict[str, int]:
+BUSY = """SELECT username FROM users WHERE role = 'user' AND EXISTS
+ (SELECT 1 FROM usage_daily WHERE user_id = users.id) ORDER BY username LIMIT 1"""
+
+
+def expected(db: Path, keys: int) -> tuple[str, dict[str, int]]:
     """What the pages must show, read from the database (not from the seed's arguments)."""
     start = (datetime.now(UTC).date() - timedelta(days=DAYS - 1)).isoformat()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -167,7 +167,8 @@ def expected(db: Path, keys: int, user: str) -> dict[str, int]:
         mine = "user_id = (SELECT id FROM users WHERE username = ?)"
         like, match = f"%{needle(keys)}%", "name LIKE ? OR prefix LIKE ?"
         usage = f"SELECT sum(requests) FROM usage_daily WHERE {mine} AND day >= ?"
-        return {
+        user = conn.execute(BUSY).fetchone()[0]
+        return user, {
             "mine": one(f"SELECT count(*) FROM api_keys WHERE {mine}", "admin"),
             "all": one("SELECT count(*) FROM api_keys"),
             "found": one(f"SELECT count(*) FROM api_keys WHERE {match}", like, like),
@@ -254,8 +255,7 @@ def main() -> int:
             print(f"seeded in {took:.0f} s")
             at = datetime.now(UTC).isoformat(timespec="seconds")
             marker.write_text(json.dumps(wanted | {"seconds": took, "seeded_at": at}))
-        user = "user0001"
-        want = expected(db, args.keys, user)
+        user, want = expected(db, args.keys)
         size = sum(p.stat().st_size for p in data.glob("ferryman.db*")) / 2**30
         print(f"database: {size:.2f} GiB; usage_daily {want['daily']:,} rows, "
               f"usage_daily_totals {want['totals']:,} rows")  # fmt: skip
@@ -278,8 +278,8 @@ def main() -> int:
             (f"dashboard, 30 days, user={user}", f"/console/?days=30&user={user}",
              lambda b: want["user"] > 0 and f'id="total-requests">{want["user"]:,}<' in b),
         ]  # fmt: skip
-        print(f"measuring: {WARMUP} warm-up + {args.requests} requests a page, one at a time; "
-              f"{pin.note}")  # fmt: skip
+        where = f"gateway on CPU {pin.proxy[-1]}, us on {pin.load[-1]}" if pin.load else pin.note
+        print(f"measuring: {WARMUP} warm-up + {args.requests} requests a page, one by one; {where}")
         results = asyncio.run(measure(url, pages, args.requests))
         print(f"\n{'page':<44}{'p50 ms':>9}{'p95 ms':>9}")
         for (label, _, _), times in zip(pages, results, strict=True):

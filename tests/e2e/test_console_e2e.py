@@ -6,6 +6,7 @@ refused; the pages carry a strict policy and load nothing from elsewhere."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from tests.e2e.test_web_app_e2e import CHROMIUM, browser_or_skip
@@ -423,3 +424,55 @@ async def test_the_status_page_shows_checks_jobs_and_upstreams_to_admins_only(
     finally:
         await gw.stop()
         await upstream.stop()
+
+
+async def test_every_console_page_passes_axe_without_serious_violations(tmp_path: Path) -> None:
+    browser_or_skip()
+    from axe_playwright_python.async_playwright import Axe
+    from playwright.async_api import async_playwright
+
+    env = {**ENV, "FERRYMAN_ADMIN_USERNAME": "root", "FERRYMAN_ADMIN_PASSWORD": PASSWORD}
+    gw = await GatewayProcess(tmp_path, None, env).start()
+    axe = Axe()
+    found: dict[str, list[str]] = {}
+    try:
+        async with client_session() as http:
+            api = Api(http, gw.url)
+            root = await api.login("root")
+            await api.new_key(root, "checker")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                for scheme in ("light", "dark"):
+                    context = await browser.new_context(color_scheme=scheme)
+                    page = await context.new_page()
+                    await page.goto(f"{gw.url}/console/login")
+                    pages = ["login"]
+                    found |= await _serious(axe, page, f"login ({scheme})")
+                    await page.get_by_label("Username or email").fill("root")
+                    await page.get_by_label("Password").fill(PASSWORD)
+                    await page.get_by_role("button", name="Log in").click()
+                    await page.wait_for_url(f"{gw.url}/console/")
+                    for path in ("", "keys", "passes", "upstream-keys", "users", "status",
+                                 "profile"):  # fmt: skip
+                        await page.goto(f"{gw.url}/console/{path}")
+                        pages.append(path or "dashboard")
+                        found |= await _serious(axe, page, f"{pages[-1]} ({scheme})")
+                    await context.close()
+            finally:
+                await browser.close()
+    finally:
+        await gw.stop()
+    assert found == {}, found
+
+
+async def _serious(axe: Any, page: Any, name: str) -> dict[str, list[str]]:
+    results = await axe.run(page)
+    assert results.response["testEngine"]["name"] == "axe-core"
+    assert len(results.response["passes"]) > 10  # it looked at the page
+    bad = [
+        f"{v['id']}: {v['help']} ({len(v['nodes'])})"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    return {name: bad} if bad else {}
