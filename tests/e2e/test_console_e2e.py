@@ -476,3 +476,69 @@ async def _serious(axe: Any, page: Any, name: str) -> dict[str, list[str]]:
         if v["impact"] in ("serious", "critical")
     ]
     return {name: bad} if bad else {}
+
+
+async def test_links_follow_a_trusted_proxy_s_prefix_or_the_root_path(tmp_path: Path) -> None:
+    cases = [
+        ({"FERRYMAN_TRUSTED_PROXIES": "127.0.0.1/32"}, "/gw"),  # trusted: its prefix
+        ({}, ""),  # an untrusted peer's header is ignored
+        ({"FERRYMAN_ROOT_PATH": "/edge"}, "/edge"),  # the setting, without a proxy's header
+    ]
+    for n, (extra, prefix) in enumerate(cases):
+        workdir = tmp_path / str(n)
+        workdir.mkdir()
+        gw = await GatewayProcess(workdir, None, {**ENV, **extra}).start()
+        try:
+            async with client_session() as http:
+                headers = {"X-Forwarded-Prefix": "/gw"}
+                async with http.get(
+                    f"{gw.url}/console/", headers=headers, allow_redirects=False
+                ) as r:
+                    assert r.status == 303
+                    assert r.headers["Location"] == f"{prefix}/console/login"
+                async with http.get(f"{gw.url}/console/login", headers=headers) as r:
+                    html = await r.text()
+                    assert f'href="{prefix}/console/static/console.css' in html
+                    assert f'action="{prefix}/console/login"' in html
+                    assert f"Path={prefix}/console" in r.headers["Set-Cookie"]
+        finally:
+            await gw.stop()
+
+
+async def test_registering_in_the_console_when_registration_is_open(tmp_path: Path) -> None:
+    import re
+
+    for open_ in (True, False):
+        workdir = tmp_path / str(open_)
+        workdir.mkdir()
+        env = {**ENV, "FERRYMAN_REGISTRATION_ENABLED": "true" if open_ else "false"}
+        gw = await GatewayProcess(workdir, None, env).start()
+        try:
+            async with client_session() as http:
+                async with http.get(f"{gw.url}/console/register", allow_redirects=False) as r:
+                    if not open_:
+                        assert r.status == 303 and r.headers["Location"] == "/console/login"
+                        continue
+                    html = await r.text()
+                    token = r.cookies["console_csrf"].value
+                csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+                assert csrf is not None
+                form = {"csrf": csrf.group(1), "username": "nia", "password": NEW_PASSWORD,
+                        "confirm_password": NEW_PASSWORD}  # fmt: skip
+                async with http.post(
+                    f"{gw.url}/console/register", data={**form, "confirm_password": "other"},
+                    headers={"Cookie": f"console_csrf={token}"}, allow_redirects=False,
+                ) as r:  # fmt: skip
+                    assert r.status == 400 and 'data-code="password_mismatch"' in await r.text()
+                async with http.post(
+                    f"{gw.url}/console/register", data=form,
+                    headers={"Cookie": f"console_csrf={token}"}, allow_redirects=False,
+                ) as r:  # fmt: skip
+                    assert r.status == 303 and r.headers["Location"] == "/console/"
+                    session = r.cookies["session_token"].value
+                async with http.get(
+                    f"{gw.url}/console/", headers={"Cookie": f"session_token={session}"}
+                ) as r:
+                    assert r.status == 200 and "nia" in await r.text()
+        finally:
+            await gw.stop()

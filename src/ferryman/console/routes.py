@@ -11,6 +11,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ferryman.auth.services import Auth
 from ferryman.auth.sessions import COOKIE
 from ferryman.console.dashboard import dashboard
 from ferryman.console.render import base_path, page, redirect
@@ -65,15 +66,42 @@ def console_router(path: str) -> APIRouter:
             user, user_agent=request.headers.get("user-agent"), client_ip=ip
         )
         response = redirect(request, "/")
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            max_age=auth.settings.session_max_age,
-            httponly=True,
-            samesite="lax",
-            secure=auth.settings.session_cookie_secure,
-            path="/",
+        _session_cookie(response, auth, cookie)
+        response.delete_cookie(LOGIN_CSRF, path=base_path(request))
+        return response
+
+    @router.get("/register")
+    async def register_page(request: Request) -> Response:
+        if not auth_of(request).registration.open:
+            return redirect(request, "/login")
+        return _register(request, None, 200)
+
+    @router.post("/register")
+    async def register(request: Request) -> Response:
+        auth = auth_of(request)
+        if not auth.registration.open:
+            return redirect(request, "/login")
+        try:
+            fields = await form(request)
+            check_csrf(fields.get("csrf"), request.cookies.get(LOGIN_CSRF, ""))
+            password = fields.get("password", "")
+            if password != fields.get("confirm_password"):
+                raise _Mismatch()
+            email = fields.get("email", "").strip() or None
+            user = await auth.users.register(
+                fields.get("username", "").strip() or None,
+                password,
+                email=email,
+                permissions=auth.registration.permissions,
+            )
+        except GatewayError as error:
+            return _register(request, error, error.status)
+        ip = request.client.host if request.client else "-"
+        _, cookie = await auth.sessions.start(
+            user, user_agent=request.headers.get("user-agent"), client_ip=ip
         )
+        response = redirect(request, "/")
+        _session_cookie(response, auth, cookie)
         response.delete_cookie(LOGIN_CSRF, path=base_path(request))
         return response
 
@@ -149,12 +177,31 @@ class _Mismatch(GatewayError):
         super().__init__("the new password and its confirmation differ")
 
 
-def _login(request: Request, error: GatewayError | None, status: int) -> Response:
+def _session_cookie(response: Response, auth: Auth, cookie: str) -> None:
+    """The management API's own session cookie (see `api/auth_routes.py`)."""
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=auth.settings.session_max_age,
+        httponly=True,
+        samesite="lax",
+        secure=auth.settings.session_cookie_secure,
+        path="/",
+    )
+
+
+def _register(request: Request, error: GatewayError | None, status: int) -> Response:
+    return _login(request, error, status, template="register.html")
+
+
+def _login(
+    request: Request, error: GatewayError | None, status: int, template: str = "login.html"
+) -> Response:
     token = new_login_token()
     auth = auth_of(request)
     response = page(
         request,
-        "login.html",
+        template,
         status,
         csrf=token,
         error=error,
