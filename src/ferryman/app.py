@@ -107,6 +107,13 @@ class Ferryman:
         self._stack: ASGIApp = self.observe
 
     async def startup(self) -> None:
+        console = self.settings.console_path
+        if self.settings.console_enabled and (hidden := self.gateway.shadowed_by(console)):
+            raise ConfigError(
+                f"{', '.join(hidden)}: inside the console's path {console} "
+                "(FERRYMAN_CONSOLE_PATH); move them, or the console, or turn it off "
+                "(FERRYMAN_CONSOLE_ENABLED=false)"
+            )
         self.secrets = ensure_secrets(self.settings)
         self.database = create_database(self.settings)
         await migrate.prepare(self.database, self.settings.migrate_on_start)

@@ -58,9 +58,15 @@ def check_config(file: Path) -> None:
     """Validate a gateway YAML file and report every problem with its field path."""
     gateway = load_gateway_file(file)
     # FERRYMAN_REGISTRATION_ENABLED, as the gateway would read it, decides with the file.
-    registration = gateway.registration_open(load_settings().registration_enabled)
+    settings = load_settings()
+    registration = gateway.registration_open(settings.registration_enabled)
     for warning in gateway.warnings(registration_open=registration):
         click.echo(f"warning: {warning}", err=True)
+    if settings.console_enabled and (hidden := gateway.shadowed_by(settings.console_path)):
+        raise click.ClickException(
+            f"{', '.join(hidden)}: inside the console's path {settings.console_path}"
+            " (FERRYMAN_CONSOLE_PATH); move them or set FERRYMAN_CONSOLE_ENABLED=false"
+        )
     click.echo(f"{file}: OK ({len(gateway.upstreams)} upstreams, {len(gateway.routes)} routes)")
 
 

@@ -90,6 +90,17 @@ class Gateway(Model):
                 seen.setdefault(key, index)
         return problems
 
+    def shadowed_by(self, prefix: str) -> list[str]:
+        """The routes (and relays) at or under `prefix`, which a gateway page there (the
+        console) would hide."""
+
+        def under(path: str) -> bool:
+            return path == prefix or path.startswith(prefix + "/")
+
+        found = [f"routes[{i}] ({r.label})" for i, r in enumerate(self.routes) if under(r.path)]
+        found += [f"relays[{i}] ({r.name})" for i, r in enumerate(self.relays) if under(r.prefix)]
+        return found
+
     def registration_open(self, override: bool | None) -> bool:
         """Is self-service registration open? `FERRYMAN_REGISTRATION_ENABLED` (the
         override), when set, wins over the file's `accounts.registration`."""
