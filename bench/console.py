@@ -58,7 +58,7 @@ def stamp(at: float) -> str:
 
 
 def needle(keys: int) -> str:
-    """Five digits of the key names `…-NNNNNN` around the middle: ten keys match."""
+    """Five digits of the key names `…-NNNNNN` near the middle: about ten keys match."""
     return f"{keys // 2 // 10 * 10:06d}"[:5]
 
 
