@@ -90,6 +90,10 @@ api_keys = Table(
     Column("last_used_at", UTCDateTime, nullable=True),
     *_allowance(),
     Index("ix_api_keys_user_id", "user_id"),
+    # The console's sorted pages over every key: walked in order, never sorted whole.
+    Index("ix_api_keys_name_id", "name", "id"),
+    Index("ix_api_keys_created_at_id", "created_at", "id"),
+    Index("ix_api_keys_last_used_at_id", "last_used_at", "id"),
 )
 
 #: Time-boxed access passes, activated on first use; expiry is computed, not stored.
