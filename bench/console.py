@@ -179,7 +179,11 @@ def expected(db: Path, keys: int) -> tuple[str, dict[str, int]]:
         }
 
 
-async def measure(url: str, pages: list[tuple[str, str, Check]], n: int) -> list[list[float]]:
+async def measure(
+    url: str, pages: list[tuple[str, str, Check]], n: int
+) -> list[tuple[float, list[float]]]:
+    """Per page: the first answer's time (a cold cache, a kept value not yet made) and
+    the sorted times of the measured ones."""
     import aiohttp
 
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
@@ -202,9 +206,11 @@ async def measure(url: str, pages: list[tuple[str, str, Check]], n: int) -> list
                 took = (time.perf_counter() - sent) * 1000
                 if resp.status != 200 or not check(body):
                     raise RuntimeError(f"{label}: {resp.status}, unexpected page\n{body[:2000]}")
+                if i == 0:
+                    first = took
                 if i >= WARMUP:
                     times.append(took)
-            results.append(sorted(times))
+            results.append((first, sorted(times)))
     return results
 
 
@@ -281,11 +287,14 @@ def main() -> int:
         where = f"gateway on CPU {pin.proxy[-1]}, us on {pin.load[-1]}" if pin.load else pin.note
         print(f"measuring: {WARMUP} warm-up + {args.requests} requests a page, one by one; {where}")
         results = asyncio.run(measure(url, pages, args.requests))
-        print(f"\n{'page':<44}{'p50 ms':>9}{'p95 ms':>9}")
-        for (label, _, _), times in zip(pages, results, strict=True):
+        print(f"\n{'page':<44}{'first ms':>9}{'p50 ms':>9}{'p95 ms':>9}")
+        for (label, _, _), (first, times) in zip(pages, results, strict=True):
             p50, p95 = times[len(times) // 2], times[-(-len(times) * 95 // 100) - 1]
             verdict = "ok" if p95 < TARGET_MS else "MISSED"
-            print(f"{label:<44}{p50:>9.1f}{p95:>9.1f}  (target < {TARGET_MS:.0f} ms) {verdict}")
+            print(
+                f"{label:<44}{first:>9.1f}{p50:>9.1f}{p95:>9.1f}"
+                f"  (target < {TARGET_MS:.0f} ms) {verdict}"
+            )
         print(f"\nferryman RSS after the run: {base.rss_mb(gw.pid):.0f} MB")
     finally:
         procs.stop_all()
