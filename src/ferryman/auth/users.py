@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ferryman.errors import BadRequest, Forbidden, Unauthorized
+from ferryman.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from ferryman.store import sessions as session_rows
 from ferryman.store import users as rows
 from ferryman.store.users import User
@@ -212,9 +212,16 @@ class Users:
         name = normalise_username(username)
         existing = await rows.by_login(self._auth.db, name)
         if existing is None:
-            user = await self.register(name, password, role="admin")
-            log.warning("admin_created", username=name)
-            return user
+            try:
+                user = await self.register(name, password, role="admin")
+            except Conflict:
+                # Another worker (or instance) starting at the same moment made it first.
+                existing = await rows.by_login(self._auth.db, name)
+                if existing is None:
+                    raise
+            else:
+                log.warning("admin_created", username=name)
+                return user
         if existing.role != "admin" or not existing.is_active:
             changed = await rows.change(
                 self._auth.db, existing.id, self._auth.clock.now(), role="admin", is_active=True
