@@ -14,9 +14,7 @@ from tests.support import PASSWORD, gateway_dict, serve_app
 async def test_workers_making_the_admin_at_once_all_get_it(settings: Settings) -> None:
     async with serve_app(settings, gateway_dict("http://127.0.0.1:9")) as gw:
         auth = auth_of(gw)
-        made = await asyncio.gather(
-            *(auth.users.ensure_admin("boss", PASSWORD) for _ in range(5))
-        )
+        made = await asyncio.gather(*(auth.users.ensure_admin("boss", PASSWORD) for _ in range(5)))
         assert len({user.id for user in made}) == 1
         assert {user.role for user in made} == {"admin"}
         found = await rows.by_login(auth.db, "boss")
