@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ferryman.auth.api_keys import SCOPES
+from ferryman.console.pages import list_router
 from ferryman.console.render import page, redirect
 from ferryman.console.session import Visitor, auth_of, check_csrf, form, visitor
 from ferryman.errors import BadRequest, GatewayError
@@ -25,24 +26,7 @@ SORTS = ("created", "name", "last_used")
 
 
 def keys_router(path: str) -> APIRouter:
-    router = APIRouter(prefix=path + "/keys", include_in_schema=False)
-
-    @router.get("")
-    async def listing(request: Request) -> Response:
-        who = await visitor(request)
-        if who is None:
-            return redirect(request, "/login")
-        return await _listing(request, who)
-
-    @router.post("")
-    async def create(request: Request) -> Response:
-        return await _act(request, None, "create")
-
-    @router.post("/{key_id}/{action}")
-    async def act(request: Request, key_id: str, action: str) -> Response:
-        return await _act(request, key_id, action)
-
-    return router
+    return list_router(path + "/keys", _listing, _act, create="create")
 
 
 async def _act(request: Request, key_id: str | None, action: str) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ferryman.console.pages import list_router
 from ferryman.console.render import page, redirect
 from ferryman.console.session import Visitor, auth_of, check_csrf, form, visitor
 from ferryman.errors import BadRequest, GatewayError
@@ -20,24 +21,7 @@ LEDGER = 20
 
 
 def passes_router(path: str) -> APIRouter:
-    router = APIRouter(prefix=path + "/passes", include_in_schema=False)
-
-    @router.get("")
-    async def listing(request: Request) -> Response:
-        who = await visitor(request)
-        if who is None:
-            return redirect(request, "/login")
-        return await _listing(request, who)
-
-    @router.post("")
-    async def buy(request: Request) -> Response:
-        return await _act(request, None, "buy")
-
-    @router.post("/{pass_id}/{action}")
-    async def act(request: Request, pass_id: str, action: str) -> Response:
-        return await _act(request, pass_id, action)
-
-    return router
+    return list_router(path + "/passes", _listing, _act, create="buy")
 
 
 async def _act(request: Request, pass_id: str | None, action: str) -> Response:

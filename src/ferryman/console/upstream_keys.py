@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ferryman.console.pages import list_router
 from ferryman.console.render import page, redirect
 from ferryman.console.session import Visitor, check_csrf, form, visitor
 from ferryman.errors import BadRequest, GatewayError, ServiceUnavailable
@@ -20,24 +21,7 @@ from ferryman.upstreams.service import UpstreamKeys
 
 
 def upstream_keys_router(path: str) -> APIRouter:
-    router = APIRouter(prefix=path + "/upstream-keys", include_in_schema=False)
-
-    @router.get("")
-    async def listing(request: Request) -> Response:
-        who = await visitor(request)
-        if who is None:
-            return redirect(request, "/login")
-        return await _listing(request, who)
-
-    @router.post("")
-    async def add(request: Request) -> Response:
-        return await _act(request, None, "add")
-
-    @router.post("/{key_id}/{action}")
-    async def act(request: Request, key_id: str, action: str) -> Response:
-        return await _act(request, key_id, action)
-
-    return router
+    return list_router(path + "/upstream-keys", _listing, _act, create="add")
 
 
 def _service(request: Request) -> UpstreamKeys:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ferryman.console.pages import list_router
 from ferryman.console.render import page, redirect
 from ferryman.console.session import Visitor, auth_of, check_csrf, form, visitor
 from ferryman.errors import GatewayError
@@ -21,42 +22,35 @@ PAGE_SIZE = 50
 
 
 def users_router(path: str) -> APIRouter:
-    router = APIRouter(prefix=path + "/users", include_in_schema=False)
+    return list_router(path + "/users", _listing, _act, create=None)
 
-    @router.get("")
-    async def listing(request: Request) -> Response:
-        who = await visitor(request)
-        if who is None:
-            return redirect(request, "/login")
-        return await _listing(request, who)
 
-    @router.post("/{user_id}/{action}")
-    async def act(request: Request, user_id: str, action: str) -> Response:
-        who = await visitor(request)
-        if who is None:
-            return redirect(request, "/login")
-        auth = auth_of(request)
-        caller = Caller(who.identity, "session")
-        reset: tuple[User, str] | None = None
-        try:
-            check_csrf((await form(request)).get("csrf"), who.csrf)
-            if action in ("disable", "enable"):
-                await manage_users.change(auth, caller, user_id, is_active=action == "enable")
-            elif action in ("make-admin", "make-user"):
-                role = "admin" if action == "make-admin" else "user"
-                await manage_users.change(auth, caller, user_id, role=role)
-            elif action == "reset-password":
-                reset = await manage_users.reset_password(auth, caller, user_id)
-            else:
-                return Response(status_code=404)
-        except GatewayError as error:
-            return await _listing(request, who, error=error)
-        if reset is not None:
-            return await _listing(request, who, reset=reset)
-        back = request.headers.get("referer", "")
-        return redirect(request, "/users" + (back[back.index("?") :] if "?" in back else ""))
-
-    return router
+async def _act(request: Request, user_id: str | None, action: str) -> Response:
+    who = await visitor(request)
+    if who is None:
+        return redirect(request, "/login")
+    if user_id is None:  # the page takes no new accounts (registration does)
+        return Response(status_code=404)
+    auth = auth_of(request)
+    caller = Caller(who.identity, "session")
+    reset: tuple[User, str] | None = None
+    try:
+        check_csrf((await form(request)).get("csrf"), who.csrf)
+        if action in ("disable", "enable"):
+            await manage_users.change(auth, caller, user_id, is_active=action == "enable")
+        elif action in ("make-admin", "make-user"):
+            role = "admin" if action == "make-admin" else "user"
+            await manage_users.change(auth, caller, user_id, role=role)
+        elif action == "reset-password":
+            reset = await manage_users.reset_password(auth, caller, user_id)
+        else:
+            return Response(status_code=404)
+    except GatewayError as error:
+        return await _listing(request, who, error=error)
+    if reset is not None:
+        return await _listing(request, who, reset=reset)
+    back = request.headers.get("referer", "")
+    return redirect(request, "/users" + (back[back.index("?") :] if "?" in back else ""))
 
 
 async def _listing(
