@@ -204,6 +204,38 @@ async def test_update_key_name_and_active(api: tuple[Running, Client]) -> None:
     assert_error(reply, 404, "key_not_found")
 
 
+async def test_a_key_s_owner_changes_its_scopes_and_the_change_applies_at_once(
+    api: tuple[Running, Client],
+) -> None:
+    gw, client = api
+    _, token = await client.user("alice")
+    created = await client.new_key(token, "ci")
+    key_id, raw = created["id"], created["key"]
+    assert (await auth_of(gw).api_keys.verify(raw)).scopes == frozenset({"proxy"})  # cached
+
+    reply = await client.send(
+        "PATCH", f"/keys/{key_id}", token=token, json={"scopes": ["stats:read", "stats:read"]}
+    )
+    assert reply.status == 200
+    assert reply.json["scopes"] == ["stats:read"]
+    assert reply.json["name"] == "ci"
+    assert (await auth_of(gw).api_keys.verify(raw)).scopes == frozenset({"stats:read"})
+
+    for body, status, code in (
+        ({"scopes": ["root"]}, 400, "invalid_scope"),
+        ({"scopes": []}, 422, "validation_error"),
+        ({"scopes": "proxy"}, 422, "validation_error"),
+    ):
+        reply = await client.send("PATCH", f"/keys/{key_id}", token=token, json=body)
+        assert_error(reply, status, code)
+    shown = (await client.send("GET", f"/keys/{key_id}", token=token)).json
+    assert shown["scopes"] == ["stats:read"]
+
+    await client.send("DELETE", f"/keys/{key_id}", token=token)
+    reply = await client.send("PATCH", f"/keys/{key_id}", token=token, json={"scopes": ["proxy"]})
+    assert_error(reply, 409, "key_revoked")
+
+
 async def test_delete_key_revokes_it_for_good(api: tuple[Running, Client]) -> None:
     gw, client = api
     _, token = await client.user("alice")

@@ -439,7 +439,7 @@ async def test_every_console_page_passes_axe_without_serious_violations(tmp_path
         async with client_session() as http:
             api = Api(http, gw.url)
             root = await api.login("root")
-            await api.new_key(root, "checker")
+            checker = await api.new_key(root, "checker")
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
@@ -453,8 +453,8 @@ async def test_every_console_page_passes_axe_without_serious_violations(tmp_path
                     await page.get_by_label("Password").fill(PASSWORD)
                     await page.get_by_role("button", name="Log in").click()
                     await page.wait_for_url(f"{gw.url}/console/")
-                    for path in ("", "keys", "passes", "upstream-keys", "users", "status",
-                                 "profile"):  # fmt: skip
+                    for path in ("", "keys", f"keys/{checker['id']}", "passes",
+                                 "upstream-keys", "users", "status", "profile"):  # fmt: skip
                         await page.goto(f"{gw.url}/console/{path}")
                         pages.append(path or "dashboard")
                         found |= await _serious(axe, page, f"{pages[-1]} ({scheme})")

@@ -29,6 +29,7 @@ def build_management(app: Ferryman) -> ASGIApp:
     management.state.trusted = app.trusted
     management.state.readiness = app.readiness  # the console's status page
     management.state.upstreams = app.upstreams
+    management.state.gateway = gateway  # the console shows the default caps
     management.state.api_limits = ApiLimits(settings, app.limits)
     management.state.auth = app.auth
     management.state.upstream_keys = app.upstream_keys

@@ -17,11 +17,12 @@ from ferryman.manage import keys
 router = APIRouter(prefix="/keys", tags=["keys"])
 
 
+Scope = Annotated[str, WithJsonSchema({"type": "string", "enum": list(SCOPES)})]
+
+
 class KeyIn(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    scopes: list[Annotated[str, WithJsonSchema({"type": "string", "enum": list(SCOPES)})]] = Field(
-        default_factory=lambda: ["proxy"], max_length=10
-    )
+    scopes: list[Scope] = Field(default_factory=lambda: ["proxy"], max_length=10)
     """`proxy` (the gateway's routes), `stats:read` (the stats API); an unknown one is
     refused with 400 `invalid_scope`."""
     expires_at: IsoDateTime | None = None
@@ -30,10 +31,14 @@ class KeyIn(BaseModel):
 
 
 class KeyPatch(AllowancePatch):
-    """A key's name and state (its owner), its caps (`rpm`, `tpm`, `budget`: admins)."""
+    """A key's name, state and scopes (its owner), its caps (`rpm`, `tpm`, `budget`:
+    admins)."""
 
     name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     active: bool | None = None
+    scopes: Annotated[list[Scope] | None, Field(min_length=1, max_length=10)] = None
+    """Replaces the key's scopes (at once, on every instance; null or absent: unchanged);
+    a revoked key's cannot change (409 `key_revoked`)."""
 
 
 @router.post(
@@ -83,10 +88,25 @@ async def get_key(key_id: str, caller: CallerDep, auth: AuthDep) -> KeyOut:
     return KeyOut.of(await keys.find(auth, caller, key_id))
 
 
-@router.patch("/{key_id}", responses=answers({409: "`key_revoked`"}))
+@router.patch(
+    "/{key_id}",
+    responses=answers(
+        {
+            400: "`invalid_scope`",
+            403: "`admin_required` (caps)",
+            409: "`key_revoked`",
+        }
+    ),
+)
 async def update_key(key_id: str, body: KeyPatch, caller: CallerDep, auth: AuthDep) -> KeyOut:
     updated = await keys.change(
-        auth, caller, key_id, name=body.name, active=body.active, caps=body.caps()
+        auth,
+        caller,
+        key_id,
+        name=body.name,
+        active=body.active,
+        scopes=tuple(body.scopes) if body.scopes is not None else None,
+        caps=body.caps(),
     )
     return KeyOut.of(updated)
 

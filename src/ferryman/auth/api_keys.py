@@ -27,6 +27,17 @@ SCOPES = ("proxy", "stats:read")
 WHAT = "API key"
 
 
+def known_scopes(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    """The scopes without repeats, in the order given; 400 `invalid_scope` for one we do
+    not know."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise BadRequest(
+            f"unknown scope {unknown[0]!r} (known: {', '.join(SCOPES)})", code="invalid_scope"
+        )
+    return tuple(dict.fromkeys(scopes))
+
+
 class ApiKeys:
     def __init__(self, auth: Auth) -> None:
         self._auth = auth
@@ -40,11 +51,7 @@ class ApiKeys:
         expires_at: datetime | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key for `user_id`; the plaintext is returned here and never again."""
-        unknown = sorted(set(scopes) - set(SCOPES))
-        if unknown:
-            raise BadRequest(
-                f"unknown scope {unknown[0]!r} (known: {', '.join(SCOPES)})", code="invalid_scope"
-            )
+        scopes = known_scopes(scopes)
         now = self._auth.clock.now()
         if expires_at is not None and expires_at <= now:
             raise BadRequest("expires_at must be in the future", code="invalid_expiry")
@@ -59,7 +66,7 @@ class ApiKeys:
             key_hash=digest,
             prefix=prefix,
             last4=last4,
-            scopes=tuple(dict.fromkeys(scopes)),
+            scopes=scopes,
             expires_at=expires_at,
             now=now,
         )
@@ -73,6 +80,7 @@ class ApiKeys:
         *,
         name: str | None = None,
         active: bool | None = None,
+        scopes: tuple[str, ...] | None = None,
         caps: Mapping[str, object] | None = None,
     ) -> ApiKey | None:
         """Change a key; `caps` are allowance columns to set (`rpm`, `tpm`,
@@ -80,6 +88,8 @@ class ApiKeys:
         values: dict[str, object] = dict(caps or {})
         if name is not None:
             values["name"] = name
+        if scopes is not None:
+            values["scopes"] = known_scopes(scopes)
         if active is not None:
             values["is_active"] = active
         if values:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ferryman.auth.api_keys import SCOPES
+from ferryman.console import key_detail
 from ferryman.console.pages import list_router
 from ferryman.console.render import page, redirect
 from ferryman.console.session import Visitor, auth_of, check_csrf, form, visitor
@@ -26,16 +27,21 @@ SORTS = ("created", "name", "last_used")
 
 
 def keys_router(path: str) -> APIRouter:
-    return list_router(path + "/keys", _listing, _act, create="create")
+    router = list_router(path + "/keys", _listing, _act, create="create")
+    router.add_api_route("/{key_id}", key_detail.show, methods=["GET"])
+    return router
 
 
 async def _act(request: Request, key_id: str | None, action: str) -> Response:
     who = await visitor(request)
     if who is None:
         return redirect(request, "/login")
+    if key_id is not None and action in ("scopes", "limits"):
+        return await key_detail.act(request, who, key_id, action)
     auth = auth_of(request)
     caller = Caller(who.identity, "session")
     created: tuple[ApiKey, str] | None = None
+    fields: dict[str, str] = {}
     try:
         fields = await form(request)
         check_csrf(fields.get("csrf"), who.csrf)
@@ -56,9 +62,13 @@ async def _act(request: Request, key_id: str | None, action: str) -> Response:
         else:
             return Response(status_code=404)
     except GatewayError as error:
+        if key_id is not None and fields.get("back") == "key":
+            return await key_detail.page_of(request, who, key_id, error=error)
         return await _listing(request, who, error=error)
     if created is not None:
         return await _listing(request, who, created=created, status=201)
+    if key_id is not None and fields.get("back") == "key":
+        return redirect(request, f"/keys/{key_id}?saved={action}")
     back = request.headers.get("referer", "")
     return redirect(request, "/keys" + (back[back.index("?") :] if "?" in back else ""))
 
@@ -107,7 +117,7 @@ async def _listing(
         return "?" + urlencode({k: v for k, v in current.items() if v})
 
     now = datetime.now(UTC)
-    rows = [(k, _state(k, now), owners.get(k.user_id, "")) for k in found]
+    rows = [(k, keys.state(k, now), owners.get(k.user_id, "")) for k in found]
     code = status or (error.status if error is not None else 200)
     return page(
         request, "keys.html", code, who=who.identity, csrf=who.csrf, current="keys",
@@ -115,11 +125,3 @@ async def _listing(
         descending=descending, every=every, link=link, error=error, created=created,
         scopes=SCOPES,
     )  # fmt: skip
-
-
-def _state(key: ApiKey, now: datetime) -> str:
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at is not None and key.expires_at <= now:
-        return "expired"
-    return "active" if key.is_active else "disabled"

@@ -69,6 +69,15 @@ async def page(auth: Auth, caller: Caller, query: KeyQuery) -> tuple[list[ApiKey
     )
 
 
+def state(key: ApiKey, now: datetime) -> str:
+    """`active`, `disabled`, `expired` or `revoked` (the last that applies)."""
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active" if key.is_active else "disabled"
+
+
 async def find(auth: Auth, caller: Caller, key_id: str) -> ApiKey:
     """The key, if the caller may see it; 404 alike for unknown and others' keys."""
     missing = NotFound("no such key", code="key_not_found")
@@ -86,14 +95,17 @@ async def change(
     *,
     name: str | None = None,
     active: bool | None = None,
+    scopes: tuple[str, ...] | None = None,
     caps: Mapping[str, object] | None = None,
 ) -> ApiKey:
+    """Its owner renames it, turns it off or on and sets its scopes; admins also set its
+    caps (requests and tokens a minute, budget)."""
     key = await find(auth, caller, key_id)
-    if key.revoked_at is not None and active:
-        raise Conflict("a revoked key cannot be reactivated", code="key_revoked")
+    if key.revoked_at is not None and (active or scopes is not None):
+        raise Conflict("a revoked key cannot be reactivated or changed", code="key_revoked")
     if caps and not caller.is_admin:
         raise Forbidden("only admins set a key's rates and budget", code="admin_required")
-    updated = await auth.api_keys.update(key_id, name=name, active=active, caps=caps)
+    updated = await auth.api_keys.update(key_id, name=name, active=active, scopes=scopes, caps=caps)
     if updated is None:
         raise NotFound("no such key", code="key_not_found")
     return updated
