@@ -8,7 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# Imported here, not in a test: the first import takes longer than the event loop's
+# watchdog allows a step (tests/conftest.py).
+from playwright.async_api import async_playwright
+
 from tests.e2e.test_web_app_e2e import CHROMIUM, browser_or_skip
+from tests.fakes.upstream import FakeUpstream
 from tests.support import PASSWORD, Api, GatewayProcess, client_session
 
 ENV = {
@@ -31,10 +36,6 @@ async def test_scopes_limits_and_budget_are_set_on_a_key_s_page_and_the_proxy_ob
     tmp_path: Path,
 ) -> None:
     browser_or_skip()
-    from playwright.async_api import async_playwright
-
-    from tests.fakes.upstream import FakeUpstream
-
     upstream = await FakeUpstream().start()
     gateway = {
         "upstreams": {"up": {"url": upstream.url}},
@@ -155,8 +156,6 @@ async def tab_to(page: Any, target: Any, most: int = 60) -> None:
 
 async def test_a_user_makes_and_narrows_a_key_with_the_keyboard_alone(tmp_path: Path) -> None:
     browser_or_skip()
-    from playwright.async_api import async_playwright
-
     gw = await GatewayProcess(tmp_path, None, ENV).start()
     try:
         async with client_session() as http:
