@@ -85,6 +85,7 @@ async def main() -> None:
                 await page.get_by_label("Password").fill(PASSWORD)
                 await page.get_by_role("button", name="Log in").click()
                 await page.wait_for_url(f"{gw.url}/console/")
+                await page.wait_for_selector("[data-fill]", state="detached")  # top keys in
                 await page.screenshot(
                     path=str(ROOT / "docs" / f"console-dashboard-{scheme}.png"), full_page=True
                 )

@@ -65,3 +65,42 @@ async def test_concurrent_first_readers_share_one_computation_and_a_failure_is_n
     with pytest.raises(RuntimeError):
         await recent.get("other", broken)
     assert await recent.get("other", slow) == ("v", 0.0)  # tried again, not cached
+
+
+async def test_a_reader_who_cannot_wait_gets_nothing_and_the_computation_goes_on() -> None:
+    recent: Recent[str] = Recent(fresh=300)
+    calls = 0
+    gate = asyncio.Event()
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "v"
+
+    assert await recent.get("k", slow, wait=0.01) == (None, 0.0)
+    assert await recent.get("k", slow, wait=0.01) == (None, 0.0)
+    assert calls == 1  # still the first one, not cancelled by the impatient readers
+    gate.set()
+    assert await recent.get("k", slow) == ("v", 0.0)  # a patient reader waits for it
+    value, age = await recent.get("k", slow, wait=0)
+    assert value == "v" and age < 1
+    assert calls == 1
+
+
+async def test_warming_starts_one_computation_that_later_readers_share() -> None:
+    recent: Recent[str] = Recent(fresh=300)
+    calls = 0
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.02)
+        return "v"
+
+    recent.warm("k", slow)
+    recent.warm("k", slow)
+    assert await recent.get("k", slow) == ("v", 0.0)
+    recent.warm("k", slow)  # kept and fresh: nothing to do
+    await asyncio.sleep(0.03)
+    assert calls == 1

@@ -83,6 +83,31 @@ async def test_api_keys(db: Database) -> None:
     assert {k.id for k in await api_keys.for_user(db, None)} == {key.id, second.id}
 
 
+async def test_key_search_ignores_case_counts_every_match_and_pages(db: Database) -> None:
+    owner = await new_user(db)
+    names = ("Gamma one", "gamma_two", "GAMMA%three", "delta")
+    for i, name in enumerate(names):
+        await api_keys.create(
+            db, limit=10, user_id=owner.id, name=name, key_hash=str(i) * 64,
+            prefix=f"fm_{i}abc", last4="wxyz", scopes=("proxy",), expires_at=None,
+            now=NOW + timedelta(minutes=i),
+        )  # fmt: skip
+
+    async def found(text: str, **how: int) -> tuple[list[str], int]:
+        keys, total = await api_keys.search(db, owner.id, text=text, **how)  # type: ignore[arg-type]
+        return [k.name for k in keys], total
+
+    assert await found("gamma") == (["GAMMA%three", "gamma_two", "Gamma one"], 3)
+    assert await found("gAmMa", limit=1) == (["GAMMA%three"], 3)  # counted past the page
+    assert await found("gamma", offset=2, limit=2) == (["Gamma one"], 3)
+    assert await found("gamma", offset=5) == ([], 3)  # past the end: still counted
+    assert await found("%") == (["GAMMA%three"], 1)  # a wildcard is a character
+    assert await found("a_t") == (["gamma_two"], 1)
+    assert await found("FM_2ABC") == (["GAMMA%three"], 1)  # the prefix too
+    assert await found("nothing") == ([], 0)
+    assert (await found(""))[1] == 4
+
+
 async def test_a_pass_is_activated_once_by_concurrent_updates(db: Database) -> None:
     owner = await new_user(db)
     record = await passes.create(

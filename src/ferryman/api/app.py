@@ -52,8 +52,10 @@ def create_management_app(
         api.include_router(module.router)
     app.include_router(api)
     if console is not None:
+        from ferryman.console.render import preload
         from ferryman.console.site import routers
 
+        preload()
         for router in routers(console):
             app.include_router(router)
     if docs:

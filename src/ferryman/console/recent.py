@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 import structlog
 
@@ -28,8 +28,18 @@ class Recent(Generic[T]):
         self._kept: dict[Hashable, tuple[float, T]] = {}
         self._running: dict[Hashable, asyncio.Task[T]] = {}
 
-    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> tuple[T, float]:
-        """The value and its age in seconds."""
+    @overload
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> tuple[T, float]: ...
+    @overload
+    async def get(
+        self, key: Hashable, compute: Callable[[], Awaitable[T]], wait: float
+    ) -> tuple[T | None, float]: ...
+    async def get(
+        self, key: Hashable, compute: Callable[[], Awaitable[T]], wait: float | None = None
+    ) -> tuple[T | None, float]:
+        """The value and its age in seconds. With nothing kept yet, a reader waits for
+        the computation, or at most `wait` seconds: then it gets None, and the
+        computation goes on for the next reader."""
         kept = self._kept.get(key)
         now = self.clock()
         if kept is not None:
@@ -38,8 +48,17 @@ class Recent(Generic[T]):
                 self._start(key, compute)
             return value, now - at
         task = self._running.get(key) or self._start(key, compute)
-        value = await asyncio.shield(task)
-        return value, 0.0
+        if wait is None:
+            return await asyncio.shield(task), 0.0
+        done, _ = await asyncio.wait([task], timeout=wait)
+        return (task.result() if done else None), 0.0
+
+    def warm(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> None:
+        """Start computing it now if nothing fresh is kept (and nothing runs)."""
+        kept = self._kept.get(key)
+        if key in self._running or (kept is not None and self.clock() - kept[0] < self.fresh):
+            return
+        self._start(key, compute)
 
     def _start(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
         async def run() -> T:

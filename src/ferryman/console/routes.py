@@ -13,7 +13,8 @@ from fastapi.responses import Response
 
 from ferryman.auth.services import Auth
 from ferryman.auth.sessions import COOKIE
-from ferryman.console.dashboard import dashboard
+from ferryman.console.dashboard import dashboard, warm
+from ferryman.console.dashboard import top_keys as everyone_top_keys
 from ferryman.console.render import base_path, page, redirect
 from ferryman.console.session import (
     LOGIN_CSRF,
@@ -44,6 +45,13 @@ def console_router(path: str) -> APIRouter:
             return redirect(request, "/login")
         return await dashboard(request, who)
 
+    @router.get("/dashboard/top-keys")
+    async def top_keys(request: Request) -> Response:
+        who = await visitor(request)
+        if who is None:
+            return redirect(request, "/login")
+        return await everyone_top_keys(request, who)
+
     @router.get("/login")
     async def login_page(request: Request) -> Response:
         if await visitor(request) is not None:
@@ -65,6 +73,8 @@ def console_router(path: str) -> APIRouter:
         _, cookie = await auth.sessions.start(
             user, user_agent=request.headers.get("user-agent"), client_ip=ip
         )
+        if user.is_admin:
+            warm(request)  # the dashboard they land on shows everyone's top keys
         response = redirect(request, "/")
         _session_cookie(response, auth, cookie)
         response.delete_cookie(LOGIN_CSRF, path=base_path(request))
@@ -100,6 +110,8 @@ def console_router(path: str) -> APIRouter:
         _, cookie = await auth.sessions.start(
             user, user_agent=request.headers.get("user-agent"), client_ip=ip
         )
+        if user.is_admin:
+            warm(request)  # the dashboard they land on shows everyone's top keys
         response = redirect(request, "/")
         _session_cookie(response, auth, cookie)
         response.delete_cookie(LOGIN_CSRF, path=base_path(request))

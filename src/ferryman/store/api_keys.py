@@ -138,9 +138,12 @@ async def search(
         where.append(api_keys.c.user_id == user_id)
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        # SQLite's LIKE ignores ASCII case already (and its lower() knows no other), so
+        # `ilike`'s lower() on both sides would only double the scan's cost there.
+        like = "like" if db.backend == "sqlite" else "ilike"
         where.append(
-            api_keys.c.name.ilike(pattern, escape="\\")
-            | api_keys.c.prefix.ilike(pattern, escape="\\")
+            getattr(api_keys.c.name, like)(pattern, escape="\\")
+            | getattr(api_keys.c.prefix, like)(pattern, escape="\\")
         )
     column: Any = SORTS.get(sort, api_keys.c.created_at)
     if text and db.backend == "sqlite":
@@ -151,12 +154,19 @@ async def search(
     # The id breaks ties in the same direction, so an index on (column, id) serves both.
     ids = api_keys.c.id
     order = (column.desc(), ids.desc()) if descending else (column.asc(), ids.asc())
-    query = select(api_keys).where(*where).order_by(*order)
-    counted = select(func.count()).select_from(api_keys).where(*where)
+    # A search counts its matches in the same scan (a window count), not a second one.
+    counted = func.count().over().label("matches") if text else None
+    query = select(api_keys, *([counted] if counted is not None else [])).where(*where)
     async with db.engine.connect() as conn:
-        total = int((await conn.execute(counted)).scalar_one())
-        rows = await conn.execute(query.offset(offset).limit(limit))
-        return [_key(row) for row in rows], total
+        found = (await conn.execute(query.order_by(*order).offset(offset).limit(limit))).all()
+        if counted is not None and found:
+            total = int(found[0].matches)
+        else:
+            total_query = select(func.count()).select_from(api_keys).where(*where)
+            total = int((await conn.execute(total_query)).scalar_one())
+    fields = ApiKey.__dataclass_fields__
+    keys = [ApiKey(**{k: v for k, v in row._mapping.items() if k in fields}) for row in found]
+    return keys, total
 
 
 async def change(db: Database, key_id: str, **values: Any) -> ApiKey | None:

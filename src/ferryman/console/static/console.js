@@ -17,3 +17,20 @@ document.addEventListener("submit", (event) => {
   const message = event.target.dataset && event.target.dataset.confirm;
   if (message && !window.confirm(message)) event.preventDefault();
 });
+
+// A section with data-fill is a placeholder for something the server is still
+// counting: fetch it (same origin, our own escaped HTML) and put it in its place.
+// Without the script, the placeholder's own link reloads the page.
+for (const slot of document.querySelectorAll("[data-fill]")) {
+  fetch(slot.dataset.fill, { credentials: "same-origin" })
+    .then((answer) => (answer.ok ? answer.text() : Promise.reject(answer.status)))
+    .then((html) => {
+      const holder = document.createElement("div");
+      holder.innerHTML = html;
+      const filled = holder.querySelector("section");
+      if (filled) slot.replaceWith(filled);
+    })
+    .catch(() => {
+      slot.removeAttribute("aria-busy");
+    });
+}
