@@ -77,7 +77,11 @@ async def test_fifty_callers_in_half_open_send_exactly_one_probe_and_recovery_cl
     settings: Settings, flaky: FlakyUpstream
 ) -> None:
     flaky.mode = "fail"
-    async with serve_app(settings, config(flaky, breaker=BREAKER)) as gw, client_session() as http:
+    # A read timeout well above the probe's 0.3 s: on a loaded machine, 50 callers in
+    # this one process can hold the probe's answer past 0.5 s (seen in CI: it timed out,
+    # and the breaker rightly opened again).
+    spec = config(flaky, breaker=BREAKER, timeout={"read": 5})
+    async with serve_app(settings, spec) as gw, client_session() as http:
         for _ in range(3):
             await get(http, f"{gw.url}/x")
         await asyncio.sleep(0.45)  # open_for passed: the next caller probes
