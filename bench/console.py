@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import run as base  # bench/run.py: processes, pinning, RSS
+import harness as base  # bench/harness.py: processes, pinning, RSS
 
 PASSWORD = "console-bench-admin-password-2026"
 TARGET_MS = 150.0

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-import run as base  # bench/run.py: processes, pinning, CPU time
+import harness as base  # bench/harness.py: processes, pinning, CPU time
 
 WEBHOOK = "/webhook/chat"
 SHOP = "https://shop.example"

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-import run as base  # bench/run.py: processes, pinning, RSS
+import harness as base  # bench/harness.py: processes, pinning, RSS
 
 MESSAGE = 1024
 TARGET_THROUGHPUT = 0.5
