@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.e2e.console_support import key_row, keyed_gateway, log_in
 from tests.e2e.test_web_app_e2e import CHROMIUM, browser_or_skip
 from tests.support import PASSWORD, Api, GatewayProcess, client_session
 
@@ -120,12 +121,7 @@ async def test_a_key_made_in_the_console_works_through_the_proxy_until_revoked_t
     from tests.fakes.upstream import FakeUpstream
 
     upstream = await FakeUpstream().start()
-    gateway = {
-        "upstreams": {"up": {"url": upstream.url}},
-        "routes": [{"name": "api", "path": "/up", "upstream": "up", "strip_prefix": True,
-                    "auth": ["api_key"]}],
-    }  # fmt: skip
-    gw = await GatewayProcess(tmp_path, gateway, ENV).start()
+    gw = await GatewayProcess(tmp_path, keyed_gateway(upstream.url), ENV).start()
     try:
         async with client_session() as http:
             api = Api(http, gw.url)
@@ -142,10 +138,7 @@ async def test_a_key_made_in_the_console_works_through_the_proxy_until_revoked_t
                 try:
                     page = await browser.new_page()
                     page.on("dialog", lambda dialog: dialog.accept())
-                    await page.goto(f"{gw.url}/console/login")
-                    await page.get_by_label("Username or email").fill("uma")
-                    await page.get_by_label("Password").fill(PASSWORD)
-                    await page.get_by_role("button", name="Log in").click()
+                    await log_in(page, gw.url, "uma")
                     await page.get_by_role("link", name="Client keys").click()
                     assert await page.text_content("#count") == "0 keys"
                     await page.get_by_label("Name", exact=True).fill("laptop")
@@ -169,15 +162,7 @@ async def test_a_key_made_in_the_console_works_through_the_proxy_until_revoked_t
 
                     # The key's two admitted requests on the dashboard (written within
                     # a usage flush interval).
-                    cells: list[str] = []
-                    for _ in range(50):
-                        await page.goto(f"{gw.url}/console/?days=7")
-                        row = page.locator("tr", has_text="laptop")
-                        if await row.count():
-                            cells = await row.locator("td").all_text_contents()
-                            if cells[1] == "2":
-                                break
-                        await page.wait_for_timeout(100)
+                    cells = await key_row(page, f"{gw.url}/console/?days=7", "laptop", "2")
                     assert cells[:2] == ["laptop", "2"]
                     assert await page.text_content("#total-requests") == "2"
                     assert "bob's own" not in await page.content()
@@ -218,14 +203,7 @@ async def test_an_admin_manages_users_and_a_user_cannot_reach_that_page(
                     page = await browser.new_page()
                     page.on("dialog", lambda dialog: dialog.accept())
 
-                    async def log_in(name: str, password: str) -> None:
-                        await page.goto(f"{gw.url}/console/login")
-                        await page.get_by_label("Username or email").fill(name)
-                        await page.get_by_label("Password").fill(password)
-                        await page.get_by_role("button", name="Log in").click()
-                        await page.wait_for_url(f"{gw.url}/console/")
-
-                    await log_in("root", PASSWORD)
+                    await log_in(page, gw.url, "root")
                     await page.get_by_role("link", name="Users").click()
                     assert await page.text_content("#count") == "2 accounts"
                     await page.get_by_label("Search by username or email").fill("um")
@@ -243,7 +221,7 @@ async def test_an_admin_manages_users_and_a_user_cannot_reach_that_page(
                     assert await api.login_status("uma", PASSWORD) == 401
                     await page.get_by_role("button", name="Log out").click()
 
-                    await log_in("uma", fresh)
+                    await log_in(page, gw.url, "uma", fresh)
                     assert await page.get_by_role("link", name="Users").count() == 0
                     response = await page.goto(f"{gw.url}/console/users")
                     assert response is not None and response.status == 403

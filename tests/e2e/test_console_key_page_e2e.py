@@ -12,6 +12,7 @@ from typing import Any
 # watchdog allows a step (tests/conftest.py).
 from playwright.async_api import async_playwright
 
+from tests.e2e.console_support import keyed_gateway, log_in
 from tests.e2e.test_web_app_e2e import CHROMIUM, browser_or_skip
 from tests.fakes.upstream import FakeUpstream
 from tests.support import PASSWORD, Api, GatewayProcess, client_session
@@ -24,24 +25,12 @@ ENV = {
 }
 
 
-async def log_in(page: Any, base: str, name: str) -> None:
-    await page.goto(f"{base}/console/login")
-    await page.get_by_label("Username or email").fill(name)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
-    await page.wait_for_url(f"{base}/console/")
-
-
 async def test_scopes_limits_and_budget_are_set_on_a_key_s_page_and_the_proxy_obeys(
     tmp_path: Path,
 ) -> None:
     browser_or_skip()
     upstream = await FakeUpstream().start()
-    gateway = {
-        "upstreams": {"up": {"url": upstream.url}},
-        "routes": [{"name": "api", "path": "/up", "upstream": "up", "strip_prefix": True,
-                    "auth": ["api_key"]}],
-    }  # fmt: skip
+    gateway = keyed_gateway(upstream.url)
     gw = await GatewayProcess(tmp_path, gateway, ENV).start()
     try:
         async with client_session() as http:

@@ -11,6 +11,7 @@ from typing import Any
 
 from playwright.async_api import async_playwright
 
+from tests.e2e.console_support import key_row, keyed_gateway, log_in
 from tests.e2e.test_web_app_e2e import CHROMIUM, browser_or_skip
 from tests.fakes.upstream import FakeUpstream
 from tests.fleet.conftest import Start
@@ -25,22 +26,10 @@ ENV = {
 }
 
 
-async def log_in(page: Any, base: str, name: str) -> None:
-    await page.goto(f"{base}/console/login")
-    await page.get_by_label("Username or email").fill(name)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
-    await page.wait_for_url(f"{base}/console/")
-
-
 async def test_what_one_instance_s_console_changes_holds_on_the_other(fleet: Start) -> None:
     browser_or_skip()
     upstream = await FakeUpstream().start()
-    gateway = {
-        "upstreams": {"up": {"url": upstream.url}},
-        "routes": [{"name": "api", "path": "/up", "upstream": "up", "strip_prefix": True,
-                    "auth": ["api_key"]}],
-    }  # fmt: skip
+    gateway = keyed_gateway(upstream.url)
     try:
         a, b = await fleet(2, gateway, **ENV)
         async with client_session() as http:
@@ -91,15 +80,8 @@ async def test_what_one_instance_s_console_changes_holds_on_the_other(fleet: Sta
                     await until(b, key, 403)
 
                     # Her traffic through both, on B's dashboard (PostgreSQL's aggregates).
-                    cells: list[str] = []
-                    for _ in range(50):
-                        await root.goto(f"{b.url}/console/?days=7&user=uma")
-                        row = root.locator("#top-keys tr", has_text="fleet key")
-                        if await row.count():
-                            cells = await row.locator("td").all_text_contents()
-                            if cells[1] == "2":
-                                break
-                        await asyncio.sleep(0.1)
+                    dashboard = f"{b.url}/console/?days=7&user=uma"
+                    cells = await key_row(root, dashboard, "fleet key", "2")
                     assert cells[:2] == ["fleet key", "2"]  # the 429 and 403 were not admitted
 
                     # Revoked on B's key page: A refuses it.
