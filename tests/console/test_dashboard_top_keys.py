@@ -37,7 +37,9 @@ async def test_everyone_s_top_keys_come_later_on_a_first_view_and_at_once_after(
         await make_admin(gw, client)
         uma, uma_token = await client.user("uma")
         key = await client.new_key(uma_token, "busy key")
+        hostile = await client.new_key(uma_token, '<img src=x onerror="alert(1)">')
         await usage.write(database_of(gw), [record(uma["id"], key["id"])] * 3)
+        await usage.write(database_of(gw), [record(uma["id"], hostile["id"])])
         root_cookie, _, _ = await client.session("root")
         uma_cookie, _, _ = await client.session("uma")
 
@@ -55,6 +57,10 @@ async def test_everyone_s_top_keys_come_later_on_a_first_view_and_at_once_after(
         assert status == 200
         assert f'<a href="/console/keys/{key["id"]}">busy key</a>' in fragment
         assert '<td class="num">3</td>' in fragment
+        # A key's name is its owner's text, and the script puts the fragment in the page
+        # as HTML: it arrives escaped.
+        assert "<img" not in fragment
+        assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in fragment
 
         status, html = await get("/?days=7", root_cookie)
         assert "data-fill" not in html and "busy key" in html
@@ -77,6 +83,9 @@ async def test_everyone_s_top_keys_come_later_on_a_first_view_and_at_once_after(
                 link = page.locator("#top-keys a", has_text="busy key")
                 await link.wait_for()
                 assert await page.locator("[data-fill]").count() == 0
+                assert await page.locator("#top-keys img").count() == 0
+                hostile_cell = page.locator("#top-keys a", has_text="onerror")
+                assert await hostile_cell.text_content() == hostile["name"]
                 await link.click()
                 assert await page.text_content("h1") == "Key “busy key”"
             finally:
