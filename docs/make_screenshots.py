@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The console's screenshots in docs/: the dashboard and the keys page, light and dark.
+"""The console's screenshots in docs/: the dashboard, the keys page and one key's page,
+light and dark.
 
     .venv/bin/python docs/make_screenshots.py
 
@@ -72,6 +73,8 @@ async def main() -> None:
             token = await api.login("admin")
             _, me = await api.call("GET", "/users/me", token=token, expect=200)
             keys = [await api.new_key(token, name) for name in KEYS]
+            caps = {"rpm": 600, "budget": {"amount": 40, "period": "month"}}
+            await api.call("PATCH", f"/keys/{keys[0]['id']}", token=token, json=caps, expect=200)
         seed_usage(workdir / "data" / "ferryman.db", me["id"], [k["id"] for k in keys])
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -93,11 +96,15 @@ async def main() -> None:
                 await page.screenshot(
                     path=str(ROOT / "docs" / f"console-keys-{scheme}.png"), full_page=True
                 )
+                await page.goto(f"{gw.url}/console/keys/{keys[0]['id']}")
+                await page.screenshot(
+                    path=str(ROOT / "docs" / f"console-key-{scheme}.png"), full_page=True
+                )
                 await context.close()
             await browser.close()
     finally:
         await gw.stop()
-    print("docs/console-{dashboard,keys}-{light,dark}.png written")
+    print("docs/console-{dashboard,keys,key}-{light,dark}.png written")
 
 
 if __name__ == "__main__":
